@@ -1,0 +1,95 @@
+"""Lossless conversion between the API dataclasses and their proto messages.
+
+Field names are identical on both sides, so the conversion walks the dataclass fields and the
+message descriptor together; only enums (task_type, audio_format) and the seeds oneof need care.
+Unset optional proto fields mean "the API default" (None for Optional fields).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from acestep_client.errors import InvalidArgument
+from acestep_client.proto.acestep.v1 import generation_pb2 as pb
+from acestep_client.types import GenerationConfig, GenerationParams
+
+_ENUM_FIELDS = {"task_type": ("TASK_TYPE_", pb.TaskType), "audio_format": ("AUDIO_FORMAT_", pb.AudioFormat)}
+_ENUM_DEFAULTS = {"task_type": "text2music", "audio_format": "flac"}
+
+
+def _enum_to_proto(name: str, value: str) -> int:
+    prefix, enum = _ENUM_FIELDS[name]
+    try:
+        return enum.Value(prefix + value.upper())
+    except ValueError:
+        raise InvalidArgument(name, f"unknown value {value!r}") from None
+
+
+def _enum_from_proto(name: str, number: int) -> str:
+    prefix, enum = _ENUM_FIELDS[name]
+    if number == 0:
+        return _ENUM_DEFAULTS[name]
+    return enum.Name(number).removeprefix(prefix).lower()
+
+
+def _fill(message: Any, obj: Any, skip: tuple[str, ...] = ()) -> Any:
+    for f in dataclasses.fields(obj):
+        if f.name in skip:
+            continue
+        value = getattr(obj, f.name)
+        if f.name in _ENUM_FIELDS:
+            setattr(message, f.name, _enum_to_proto(f.name, value))
+        elif value is not None:
+            try:
+                setattr(message, f.name, value)
+            except (TypeError, ValueError) as exc:
+                raise InvalidArgument(f.name, f"cannot be sent: {exc}") from None
+    return message
+
+
+def _read(message: Any, cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    descriptor = message.DESCRIPTOR
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        field_descriptor = descriptor.fields_by_name[f.name]
+        if f.name in _ENUM_FIELDS:
+            values[f.name] = _enum_from_proto(f.name, getattr(message, f.name))
+        elif field_descriptor.has_presence and not message.HasField(f.name):
+            continue  # unset: the dataclass default
+        else:
+            values[f.name] = getattr(message, f.name)
+    return values
+
+
+def params_to_proto(params: GenerationParams) -> pb.GenerationParams:
+    return _fill(pb.GenerationParams(), params)
+
+
+def params_from_proto(message: pb.GenerationParams) -> GenerationParams:
+    return GenerationParams(**_read(message, GenerationParams))
+
+
+def config_to_proto(config: GenerationConfig) -> pb.GenerationConfig:
+    message = _fill(pb.GenerationConfig(), config, skip=("seeds",))
+    seeds = config.seeds
+    if isinstance(seeds, bool):
+        raise InvalidArgument("seeds", f"must be a list of integers, an integer or None, got {seeds!r}")
+    if isinstance(seeds, int):
+        message.single_seed = seeds
+    elif seeds is not None:
+        message.seed_list.SetInParent()
+        message.seed_list.values.extend(seeds)
+    return message
+
+
+def config_from_proto(message: pb.GenerationConfig) -> GenerationConfig:
+    values = _read(message, GenerationConfig, skip=("seeds",))
+    which = message.WhichOneof("seeds")
+    if which == "single_seed":
+        values["seeds"] = message.single_seed
+    elif which == "seed_list":
+        values["seeds"] = list(message.seed_list.values)
+    return GenerationConfig(**values)

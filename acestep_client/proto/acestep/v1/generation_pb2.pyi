@@ -1,0 +1,260 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TaskType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_TYPE_UNSPECIFIED: _ClassVar[TaskType]
+    TASK_TYPE_TEXT2MUSIC: _ClassVar[TaskType]
+    TASK_TYPE_COVER: _ClassVar[TaskType]
+    TASK_TYPE_REPAINT: _ClassVar[TaskType]
+    TASK_TYPE_LEGO: _ClassVar[TaskType]
+    TASK_TYPE_EXTRACT: _ClassVar[TaskType]
+    TASK_TYPE_COMPLETE: _ClassVar[TaskType]
+
+class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUDIO_FORMAT_UNSPECIFIED: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_FLAC: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_WAV: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_MP3: _ClassVar[AudioFormat]
+
+class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STAGE_UNSPECIFIED: _ClassVar[Stage]
+    STAGE_QUEUED: _ClassVar[Stage]
+    STAGE_ENCODE: _ClassVar[Stage]
+    STAGE_LM_PHASE1: _ClassVar[Stage]
+    STAGE_LM_PHASE2: _ClassVar[Stage]
+    STAGE_DIFFUSION: _ClassVar[Stage]
+    STAGE_DECODE: _ClassVar[Stage]
+    STAGE_DONE: _ClassVar[Stage]
+TASK_TYPE_UNSPECIFIED: TaskType
+TASK_TYPE_TEXT2MUSIC: TaskType
+TASK_TYPE_COVER: TaskType
+TASK_TYPE_REPAINT: TaskType
+TASK_TYPE_LEGO: TaskType
+TASK_TYPE_EXTRACT: TaskType
+TASK_TYPE_COMPLETE: TaskType
+AUDIO_FORMAT_UNSPECIFIED: AudioFormat
+AUDIO_FORMAT_FLAC: AudioFormat
+AUDIO_FORMAT_WAV: AudioFormat
+AUDIO_FORMAT_MP3: AudioFormat
+STAGE_UNSPECIFIED: Stage
+STAGE_QUEUED: Stage
+STAGE_ENCODE: Stage
+STAGE_LM_PHASE1: Stage
+STAGE_LM_PHASE2: Stage
+STAGE_DIFFUSION: Stage
+STAGE_DECODE: Stage
+STAGE_DONE: Stage
+
+class GenerationParams(_message.Message):
+    __slots__ = ("task_type", "instruction", "reference_audio", "src_audio", "audio_codes", "caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature", "duration", "inference_steps", "seed", "guidance_scale", "use_adg", "cfg_interval_start", "cfg_interval_end", "repainting_start", "repainting_end", "audio_cover_strength", "thinking", "lm_temperature", "lm_cfg_scale", "lm_top_k", "lm_top_p", "lm_negative_prompt", "use_cot_metas", "use_cot_caption", "use_cot_lyrics", "use_cot_language", "use_constrained_decoding", "cot_bpm", "cot_keyscale", "cot_timesignature", "cot_duration", "cot_vocal_language", "cot_caption", "cot_lyrics")
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_AUDIO_FIELD_NUMBER: _ClassVar[int]
+    SRC_AUDIO_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_CODES_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_FIELD_NUMBER: _ClassVar[int]
+    LYRICS_FIELD_NUMBER: _ClassVar[int]
+    INSTRUMENTAL_FIELD_NUMBER: _ClassVar[int]
+    VOCAL_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    BPM_FIELD_NUMBER: _ClassVar[int]
+    KEYSCALE_FIELD_NUMBER: _ClassVar[int]
+    TIMESIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    USE_ADG_FIELD_NUMBER: _ClassVar[int]
+    CFG_INTERVAL_START_FIELD_NUMBER: _ClassVar[int]
+    CFG_INTERVAL_END_FIELD_NUMBER: _ClassVar[int]
+    REPAINTING_START_FIELD_NUMBER: _ClassVar[int]
+    REPAINTING_END_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_COVER_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    THINKING_FIELD_NUMBER: _ClassVar[int]
+    LM_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    LM_CFG_SCALE_FIELD_NUMBER: _ClassVar[int]
+    LM_TOP_K_FIELD_NUMBER: _ClassVar[int]
+    LM_TOP_P_FIELD_NUMBER: _ClassVar[int]
+    LM_NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    USE_COT_METAS_FIELD_NUMBER: _ClassVar[int]
+    USE_COT_CAPTION_FIELD_NUMBER: _ClassVar[int]
+    USE_COT_LYRICS_FIELD_NUMBER: _ClassVar[int]
+    USE_COT_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    USE_CONSTRAINED_DECODING_FIELD_NUMBER: _ClassVar[int]
+    COT_BPM_FIELD_NUMBER: _ClassVar[int]
+    COT_KEYSCALE_FIELD_NUMBER: _ClassVar[int]
+    COT_TIMESIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    COT_DURATION_FIELD_NUMBER: _ClassVar[int]
+    COT_VOCAL_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    COT_CAPTION_FIELD_NUMBER: _ClassVar[int]
+    COT_LYRICS_FIELD_NUMBER: _ClassVar[int]
+    task_type: TaskType
+    instruction: str
+    reference_audio: str
+    src_audio: str
+    audio_codes: str
+    caption: str
+    lyrics: str
+    instrumental: bool
+    vocal_language: str
+    bpm: int
+    keyscale: str
+    timesignature: str
+    duration: float
+    inference_steps: int
+    seed: int
+    guidance_scale: float
+    use_adg: bool
+    cfg_interval_start: float
+    cfg_interval_end: float
+    repainting_start: float
+    repainting_end: float
+    audio_cover_strength: float
+    thinking: bool
+    lm_temperature: float
+    lm_cfg_scale: float
+    lm_top_k: int
+    lm_top_p: float
+    lm_negative_prompt: str
+    use_cot_metas: bool
+    use_cot_caption: bool
+    use_cot_lyrics: bool
+    use_cot_language: bool
+    use_constrained_decoding: bool
+    cot_bpm: int
+    cot_keyscale: str
+    cot_timesignature: str
+    cot_duration: float
+    cot_vocal_language: str
+    cot_caption: str
+    cot_lyrics: str
+    def __init__(self, task_type: _Optional[_Union[TaskType, str]] = ..., instruction: _Optional[str] = ..., reference_audio: _Optional[str] = ..., src_audio: _Optional[str] = ..., audio_codes: _Optional[str] = ..., caption: _Optional[str] = ..., lyrics: _Optional[str] = ..., instrumental: _Optional[bool] = ..., vocal_language: _Optional[str] = ..., bpm: _Optional[int] = ..., keyscale: _Optional[str] = ..., timesignature: _Optional[str] = ..., duration: _Optional[float] = ..., inference_steps: _Optional[int] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., use_adg: _Optional[bool] = ..., cfg_interval_start: _Optional[float] = ..., cfg_interval_end: _Optional[float] = ..., repainting_start: _Optional[float] = ..., repainting_end: _Optional[float] = ..., audio_cover_strength: _Optional[float] = ..., thinking: _Optional[bool] = ..., lm_temperature: _Optional[float] = ..., lm_cfg_scale: _Optional[float] = ..., lm_top_k: _Optional[int] = ..., lm_top_p: _Optional[float] = ..., lm_negative_prompt: _Optional[str] = ..., use_cot_metas: _Optional[bool] = ..., use_cot_caption: _Optional[bool] = ..., use_cot_lyrics: _Optional[bool] = ..., use_cot_language: _Optional[bool] = ..., use_constrained_decoding: _Optional[bool] = ..., cot_bpm: _Optional[int] = ..., cot_keyscale: _Optional[str] = ..., cot_timesignature: _Optional[str] = ..., cot_duration: _Optional[float] = ..., cot_vocal_language: _Optional[str] = ..., cot_caption: _Optional[str] = ..., cot_lyrics: _Optional[str] = ...) -> None: ...
+
+class SeedList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GenerationConfig(_message.Message):
+    __slots__ = ("batch_size", "allow_lm_batch", "use_random_seed", "seed_list", "single_seed", "lm_batch_chunk_size", "constrained_decoding_debug", "audio_format")
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_LM_BATCH_FIELD_NUMBER: _ClassVar[int]
+    USE_RANDOM_SEED_FIELD_NUMBER: _ClassVar[int]
+    SEED_LIST_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_SEED_FIELD_NUMBER: _ClassVar[int]
+    LM_BATCH_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINED_DECODING_DEBUG_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    batch_size: int
+    allow_lm_batch: bool
+    use_random_seed: bool
+    seed_list: SeedList
+    single_seed: int
+    lm_batch_chunk_size: int
+    constrained_decoding_debug: bool
+    audio_format: AudioFormat
+    def __init__(self, batch_size: _Optional[int] = ..., allow_lm_batch: _Optional[bool] = ..., use_random_seed: _Optional[bool] = ..., seed_list: _Optional[_Union[SeedList, _Mapping]] = ..., single_seed: _Optional[int] = ..., lm_batch_chunk_size: _Optional[int] = ..., constrained_decoding_debug: _Optional[bool] = ..., audio_format: _Optional[_Union[AudioFormat, str]] = ...) -> None: ...
+
+class AudioInput(_message.Message):
+    __slots__ = ("data", "server_path", "format", "filename")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SERVER_PATH_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    server_path: str
+    format: AudioFormat
+    filename: str
+    def __init__(self, data: _Optional[bytes] = ..., server_path: _Optional[str] = ..., format: _Optional[_Union[AudioFormat, str]] = ..., filename: _Optional[str] = ...) -> None: ...
+
+class EncodedAudio(_message.Message):
+    __slots__ = ("frames", "channels", "latents_f32le", "codes", "duration_s", "num_samples")
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    LATENTS_F32LE_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    frames: int
+    channels: int
+    latents_f32le: bytes
+    codes: _containers.RepeatedScalarFieldContainer[int]
+    duration_s: float
+    num_samples: int
+    def __init__(self, frames: _Optional[int] = ..., channels: _Optional[int] = ..., latents_f32le: _Optional[bytes] = ..., codes: _Optional[_Iterable[int]] = ..., duration_s: _Optional[float] = ..., num_samples: _Optional[int] = ...) -> None: ...
+
+class LmMetadata(_message.Message):
+    __slots__ = ("bpm", "caption", "duration", "keyscale", "language", "timesignature", "cot_text")
+    BPM_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    KEYSCALE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMESIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    COT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    bpm: int
+    caption: str
+    duration: float
+    keyscale: str
+    language: str
+    timesignature: str
+    cot_text: str
+    def __init__(self, bpm: _Optional[int] = ..., caption: _Optional[str] = ..., duration: _Optional[float] = ..., keyscale: _Optional[str] = ..., language: _Optional[str] = ..., timesignature: _Optional[str] = ..., cot_text: _Optional[str] = ...) -> None: ...
+
+class AudioChunk(_message.Message):
+    __slots__ = ("item_index", "start_frame", "sample_rate_hz", "channels", "pcm_f32le")
+    ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
+    START_FRAME_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    PCM_F32LE_FIELD_NUMBER: _ClassVar[int]
+    item_index: int
+    start_frame: int
+    sample_rate_hz: int
+    channels: int
+    pcm_f32le: bytes
+    def __init__(self, item_index: _Optional[int] = ..., start_frame: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., channels: _Optional[int] = ..., pcm_f32le: _Optional[bytes] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("stage", "fraction", "step", "total_steps", "message")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    stage: Stage
+    fraction: float
+    step: int
+    total_steps: int
+    message: str
+    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., fraction: _Optional[float] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TimeCosts(_message.Message):
+    __slots__ = ("seconds",)
+    class SecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    seconds: _containers.ScalarMap[str, float]
+    def __init__(self, seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ItemCodes(_message.Message):
+    __slots__ = ("item_index", "codes")
+    ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    item_index: int
+    codes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, item_index: _Optional[int] = ..., codes: _Optional[_Iterable[int]] = ...) -> None: ...

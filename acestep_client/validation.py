@@ -1,0 +1,192 @@
+"""Request validation: every rule names the field and its allowed range.
+
+Runs in the SDK before anything is sent and again in every server before any GPU work, so a bad
+request costs nothing and a client in another language gets the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING
+
+from acestep_client import constants as c
+from acestep_client.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from acestep_client.types import GenerationConfig, GenerationParams
+
+_KEYSCALE = re.compile(r"^[A-Ga-g][#b♯♭]?\s*(major|minor|maj|min|m)?$", re.IGNORECASE)
+_AUDIO_CODES = re.compile(r"^(\s*<\|audio_code_(\d+)\|>)*\s*$")
+_CODE = re.compile(r"<\|audio_code_(\d+)\|>")
+
+
+def _number(name: str, value: object, *, integer: bool = False) -> float:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an integer" if integer else "a number"
+        raise InvalidArgument(name, f"must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise InvalidArgument(name, f"must be finite, got {value!r}")
+    return value
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _in_range(name: str, value: object, low: float, high: float, *, integer: bool = False) -> None:
+    number = _number(name, value, integer=integer)
+    if not low <= number <= high:
+        raise InvalidArgument(name, f"must be between {_fmt(low)} and {_fmt(high)}, got {value!r}")
+
+
+def _max_chars(name: str, value: object, limit: int) -> None:
+    if not isinstance(value, str):
+        raise InvalidArgument(name, f"must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidArgument(name, f"must be at most {limit} characters, got {len(value)}")
+
+
+def _bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidArgument(name, f"must be true or false, got {value!r}")
+
+
+def _seed(name: str, value: object) -> None:
+    _in_range(name, value, -1, c.SEED_MAX, integer=True)
+
+
+def normalize_timesignature(value: str) -> str:
+    """'4/4' -> '4'; the LM and DiT speak the numerator only."""
+    value = value.strip()
+    return c.TIME_SIGNATURE_FRACTIONS.get(value, value)
+
+
+def parse_audio_codes(text: str) -> list[int]:
+    """'<|audio_code_12|><|audio_code_7|>' -> [12, 7]."""
+    return [int(m) for m in _CODE.findall(text)]
+
+
+def named_tracks(instruction: str) -> list[str]:
+    """The known track names an instruction mentions, longest first so backing_vocals wins over vocals."""
+    text = instruction.lower().replace(" ", "_")
+    found = []
+    for track in sorted(c.TRACK_NAMES, key=len, reverse=True):
+        if track in text:
+            found.append(track)
+            text = text.replace(track, "")
+    return found
+
+
+def validate_params(p: GenerationParams) -> None:
+    if p.task_type not in c.TASK_TYPES:
+        raise InvalidArgument("task_type", f"must be one of {', '.join(c.TASK_TYPES)}, got {p.task_type!r}")
+    _max_chars("instruction", p.instruction, c.MAX_INSTRUCTION_CHARS)
+    _max_chars("caption", p.caption, c.MAX_CAPTION_CHARS)
+    _max_chars("lyrics", p.lyrics, c.MAX_LYRICS_CHARS)
+    _max_chars("lm_negative_prompt", p.lm_negative_prompt, c.MAX_NEGATIVE_PROMPT_CHARS)
+    for name in ("cot_caption", "cot_keyscale", "cot_timesignature", "cot_vocal_language"):
+        _max_chars(name, getattr(p, name), c.MAX_CAPTION_CHARS)
+    _max_chars("cot_lyrics", p.cot_lyrics, c.MAX_LYRICS_CHARS)
+    for name in ("reference_audio", "src_audio"):
+        value = getattr(p, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidArgument(name, f"must be a non-empty file path or None, got {value!r}")
+    for name in ("instrumental", "use_adg", "thinking", "use_cot_metas", "use_cot_caption",
+                 "use_cot_lyrics", "use_cot_language", "use_constrained_decoding"):
+        _bool(name, getattr(p, name))
+
+    if p.task_type == "text2music" and not (p.caption.strip() or p.lyrics.strip() or p.audio_codes.strip()):
+        raise InvalidArgument("caption", "text2music needs a caption or lyrics (at least one), both are empty")
+    codes_stand_in_for_source = p.task_type == "cover" and p.audio_codes.strip()
+    if p.task_type in c.TASKS_NEEDING_SOURCE and not p.src_audio and not codes_stand_in_for_source:
+        raise InvalidArgument("src_audio", f"task_type={p.task_type} needs a source audio file, got none")
+    if p.task_type in c.TASKS_NAMING_TRACKS and not named_tracks(p.instruction):
+        raise InvalidArgument(
+            "instruction",
+            f"task_type={p.task_type} needs an instruction naming a track, one of {', '.join(c.TRACK_NAMES)}; "
+            f"got {p.instruction!r}",
+        )
+
+    _max_chars("vocal_language", p.vocal_language, 16)
+    if p.vocal_language not in c.VOCAL_LANGUAGES:
+        allowed = " ".join(c.VOCAL_LANGUAGES)
+        raise InvalidArgument("vocal_language", f"must be one of {allowed}, got {p.vocal_language!r}")
+    if p.bpm is not None:
+        _in_range("bpm", p.bpm, *c.BPM_RANGE, integer=True)
+    if p.cot_bpm is not None:
+        _in_range("cot_bpm", p.cot_bpm, *c.BPM_RANGE, integer=True)
+    _max_chars("keyscale", p.keyscale, 32)
+    if p.keyscale.strip() and not _KEYSCALE.match(p.keyscale.strip()):
+        raise InvalidArgument(
+            "keyscale", f"must be a key like 'C major', 'F# minor' or 'Am' (or empty), got {p.keyscale!r}"
+        )
+    _max_chars("timesignature", p.timesignature, 8)
+    if p.timesignature.strip() and normalize_timesignature(p.timesignature) not in c.TIME_SIGNATURES:
+        allowed = ", ".join([*c.TIME_SIGNATURES, *c.TIME_SIGNATURE_FRACTIONS])
+        raise InvalidArgument("timesignature", f"must be one of {allowed} (or empty), got {p.timesignature!r}")
+    duration = _number("duration", p.duration)
+    if duration > 0 and not c.DURATION_RANGE[0] <= duration <= c.DURATION_RANGE[1]:
+        raise InvalidArgument("duration", f"must be between 10 and 600 seconds, or <= 0 for auto, got {p.duration!r}")
+    if p.cot_duration is not None:
+        _in_range("cot_duration", p.cot_duration, *c.DURATION_RANGE)
+
+    _in_range("inference_steps", p.inference_steps, *c.INFERENCE_STEPS_RANGE, integer=True)
+    _seed("seed", p.seed)
+    _in_range("guidance_scale", p.guidance_scale, *c.GUIDANCE_SCALE_RANGE)
+    _in_range("cfg_interval_start", p.cfg_interval_start, 0.0, 1.0)
+    _in_range("cfg_interval_end", p.cfg_interval_end, 0.0, 1.0)
+    if p.cfg_interval_start > p.cfg_interval_end:
+        raise InvalidArgument(
+            "cfg_interval_start",
+            f"must be <= cfg_interval_end ({p.cfg_interval_end:g}), got {p.cfg_interval_start:g}",
+        )
+    _in_range("repainting_start", p.repainting_start, -c.DURATION_RANGE[1], c.DURATION_RANGE[1])
+    end = _number("repainting_end", p.repainting_end)
+    if end != -1 and not p.repainting_start < end <= 2 * c.DURATION_RANGE[1]:
+        raise InvalidArgument(
+            "repainting_end",
+            f"must be -1 (end of audio) or in ({p.repainting_start:g}, {2 * c.DURATION_RANGE[1]:g}] seconds, "
+            f"after repainting_start, got {p.repainting_end!r}",
+        )
+    _in_range("audio_cover_strength", p.audio_cover_strength, 0.0, 1.0)
+
+    _in_range("lm_temperature", p.lm_temperature, *c.LM_TEMPERATURE_RANGE)
+    _in_range("lm_cfg_scale", p.lm_cfg_scale, *c.LM_CFG_SCALE_RANGE)
+    _in_range("lm_top_k", p.lm_top_k, 0, c.LM_TOP_K_MAX, integer=True)
+    _in_range("lm_top_p", p.lm_top_p, *c.LM_TOP_P_RANGE)
+
+    _max_chars("audio_codes", p.audio_codes, 600 * c.CODES_PER_SECOND * 24)
+    if p.audio_codes.strip():
+        if not _AUDIO_CODES.match(p.audio_codes):
+            raise InvalidArgument("audio_codes", "must be a string of <|audio_code_N|> tokens, N in 0-65534")
+        bad = [n for n in parse_audio_codes(p.audio_codes) if n > c.AUDIO_CODE_MAX]
+        if bad:
+            raise InvalidArgument("audio_codes", f"code values must be in 0-{c.AUDIO_CODE_MAX}, got {bad[0]}")
+
+
+def validate_config(cfg: GenerationConfig) -> None:
+    _in_range("batch_size", cfg.batch_size, *c.BATCH_SIZE_RANGE, integer=True)
+    _in_range("lm_batch_chunk_size", cfg.lm_batch_chunk_size, 1, c.BATCH_SIZE_RANGE[1], integer=True)
+    for name in ("allow_lm_batch", "use_random_seed", "constrained_decoding_debug"):
+        _bool(name, getattr(cfg, name))
+    if cfg.audio_format not in c.AUDIO_FORMATS:
+        raise InvalidArgument("audio_format", f"must be one of {', '.join(c.AUDIO_FORMATS)}, got {cfg.audio_format!r}")
+    seeds = cfg.seeds
+    if seeds is None:
+        return
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        _seed("seeds", seeds)
+        return
+    if not isinstance(seeds, (list, tuple)):
+        raise InvalidArgument("seeds", f"must be a list of integers, an integer or None, got {type(seeds).__name__}")
+    if len(seeds) > 64:
+        raise InvalidArgument("seeds", f"must list at most 64 seeds, got {len(seeds)}")
+    for i, seed in enumerate(seeds):
+        _seed(f"seeds[{i}]", seed)
+
+
+def validate_request(params: GenerationParams, config: GenerationConfig) -> None:
+    validate_params(params)
+    validate_config(config)
