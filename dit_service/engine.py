@@ -1,0 +1,500 @@
+"""Public DiT-side API: ``DiTEngine.load(...)``, ``validate``, ``encode_audio``, ``synthesize``.
+
+``synthesize`` is a generator of events (step progress, audio windows, item done, time costs) so a
+server can stream audio while later windows are still being decoded, and cancel between steps.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from acestep_client.errors import FailedPrecondition, InvalidArgument
+
+from .loading import LoadedCheckpoint, load_checkpoint
+from .model.text_encoder import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS
+from .model.vae import encode_audio_to_latents, vae_hop
+from .prompts import DEFAULT_INSTRUCTION, caption_prompt, lyric_prompt, metas_string
+from .samplers import SamplerResult, guided_sample, injection_steps, turbo_sample
+from .tasks import (
+    SOURCE_TASKS,
+    TASK_TYPES,
+    TURBO_TASK_TYPES,
+    TaskPlan,
+    build_task_plan,
+    parse_audio_codes,
+    prepare_reference_audio,
+    validate_codes,
+)
+from .vae_decode import iter_decoded_windows, peak_normalisation_gain
+
+MAX_BATCH = 8
+MAX_SEED = 2**32 - 1
+REPAINT_CROSSFADE_FRAMES = 10
+
+__all__ = [
+    "AudioWindow",
+    "DiTEngine",
+    "ItemDone",
+    "StepProgress",
+    "SynthesisRequest",
+    "TimeCosts",
+    "parse_audio_codes",
+]
+
+
+@dataclass
+class SynthesisRequest:
+    task_type: str = "text2music"  # text2music|cover|repaint|lego|extract|complete
+    instruction: str = ""  # "" -> the task's default instruction
+    caption: str = ""
+    lyrics: str = ""
+    instrumental: bool = False
+    vocal_language: str = "unknown"
+    bpm: int | None = None
+    keyscale: str = ""
+    timesignature: str = ""
+    duration: float = -1.0  # seconds; <=0 = from codes/src audio, else random 10-120 like the reference
+    inference_steps: int = 8
+    guidance_scale: float = 7.0
+    use_adg: bool = False
+    cfg_interval_start: float = 0.0
+    cfg_interval_end: float = 1.0
+    shift: float = 3.0
+    repainting_start: float = 0.0
+    repainting_end: float = -1.0
+    audio_cover_strength: float = 1.0
+    seeds: list[int] = field(default_factory=lambda: [0])  # one per batch item; batch_size == len(seeds)
+    audio_codes: list[list[int]] | None = None  # per item 5 Hz code ids (from the LM), or None
+    src_audio: torch.Tensor | None = None  # [2, n] float32 48 kHz
+    reference_audio: torch.Tensor | None = None  # [2, n] float32 48 kHz
+    initial_noise: torch.Tensor | None = None  # optional explicit noise [B, T, C] for numerics comparisons
+    # Already-encoded sources (the gRPC path: EncodeAudio ran first); they take the place of the waveforms.
+    src_latents: torch.Tensor | None = None  # [T, C] from encode_audio
+    reference_latents: torch.Tensor | None = None  # [T, C] from encode_reference
+
+
+@dataclass
+class StepProgress:
+    step: int
+    total: int
+
+
+@dataclass
+class AudioWindow:
+    item: int
+    start_sample: int
+    pcm: torch.Tensor  # float32 CPU [2, n] at 48 kHz, NOT yet peak-normalised (see ItemDone.gain)
+
+
+@dataclass
+class ItemDone:
+    """``gain`` = 1 / max(peak, 1): multiply the item's streamed windows by it to get the reference output.
+
+    The peak is only known once every window is decoded, so streamed windows are raw.
+    """
+
+    item: int
+    seed: int
+    num_samples: int
+    peak: float = 0.0
+    gain: float = 1.0
+
+
+@dataclass
+class TimeCosts:
+    values: dict[str, float]
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not isinstance(value, (int, float)) or math.isnan(value) or not low <= value <= high:
+        raise InvalidArgument(name, f"allowed {low}-{high}, got {value!r}")
+
+
+def _check_audio(name: str, wav: torch.Tensor | None) -> None:
+    if wav is None:
+        return
+    if not isinstance(wav, torch.Tensor) or wav.dim() != 2 or wav.shape[0] != 2 or wav.shape[1] == 0:
+        shape = tuple(wav.shape) if isinstance(wav, torch.Tensor) else type(wav).__name__
+        raise InvalidArgument(name, f"allowed a float tensor [2, n>0] at 48 kHz, got {shape}")
+    if not torch.isfinite(wav).all():
+        raise InvalidArgument(name, "allowed finite samples, got NaN/inf")
+
+
+class DiTEngine:
+    sample_rate: int = 48000
+
+    def __init__(self, loaded: LoadedCheckpoint, variant: str, device: str, dtype: torch.dtype):
+        self.loaded = loaded
+        self.variant = variant
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.config = loaded.config
+        self.model = loaded.model
+        self.vae = loaded.vae
+        self.text_encoder = loaded.text_encoder
+        self.silence_latent = loaded.silence_latent
+        self.is_turbo = bool(loaded.config.is_turbo)
+        self.sample_rate = int(getattr(self.vae.config, "sampling_rate", 48000))
+        self.hop = vae_hop(self.vae)
+        self.codebook_size = self.model.tokenizer.quantizer.codebook_size
+
+    @classmethod
+    def load(
+        cls,
+        checkpoints: str | Path,
+        variant: str = "acestep-v15-turbo",
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        compile_kernels: bool = False,
+    ) -> DiTEngine:
+        """Load a released-layout checkpoint root; ``compile_kernels`` torch.compiles DiT layers and Snake (GPU)."""
+        loaded = load_checkpoint(checkpoints, variant, device, dtype, compile_kernels)
+        return cls(loaded, variant, device, dtype)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.config.audio_acoustic_hidden_dim)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, req: SynthesisRequest) -> None:
+        """Reject bad requests before any model work; messages name the field and the allowed range."""
+        if req.task_type not in TASK_TYPES:
+            raise InvalidArgument("task_type", f"allowed {', '.join(TASK_TYPES)}, got {req.task_type!r}")
+        if self.is_turbo and req.task_type not in TURBO_TASK_TYPES:
+            raise FailedPrecondition(
+                f"task_type {req.task_type!r} needs a base/sft model (acestep-v15-base or acestep-v15-sft); "
+                f"{self.variant} is a turbo model and only supports {', '.join(TURBO_TASK_TYPES)}"
+            )
+        if not isinstance(req.seeds, list) or not 1 <= len(req.seeds) <= MAX_BATCH:
+            raise InvalidArgument("seeds", f"allowed 1-{MAX_BATCH} seeds (one per batch item), got {req.seeds!r}")
+        for seed in req.seeds:
+            if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+                raise InvalidArgument("seeds", f"allowed integers 0-{MAX_SEED}, got {seed!r}")
+        if req.duration > 0:
+            _check_range("duration", req.duration, 10.0, 600.0)
+        if req.bpm is not None:
+            _check_range("bpm", req.bpm, 30, 300)
+        if len(req.caption) > 512:
+            raise InvalidArgument("caption", f"allowed at most 512 characters, got {len(req.caption)}")
+        if len(req.lyrics) > 4096:
+            raise InvalidArgument("lyrics", f"allowed at most 4096 characters, got {len(req.lyrics)}")
+        for name in ("keyscale", "timesignature", "vocal_language"):
+            if len(getattr(req, name)) > 32:
+                raise InvalidArgument(name, f"allowed at most 32 characters, got {len(getattr(req, name))}")
+        max_steps = 8 if self.is_turbo else 200
+        if not isinstance(req.inference_steps, int) or not 1 <= req.inference_steps <= max_steps:
+            raise InvalidArgument("inference_steps", f"allowed 1-{max_steps}, got {req.inference_steps!r}")
+        _check_range("guidance_scale", req.guidance_scale, 1.0, 15.0)
+        _check_range("shift", req.shift, 1.0, 5.0)
+        _check_range("cfg_interval_start", req.cfg_interval_start, 0.0, 1.0)
+        _check_range("cfg_interval_end", req.cfg_interval_end, 0.0, 1.0)
+        if req.cfg_interval_start > req.cfg_interval_end:
+            raise InvalidArgument(
+                "cfg_interval_start",
+                f"allowed <= cfg_interval_end ({req.cfg_interval_end}), got {req.cfg_interval_start}",
+            )
+        _check_range("audio_cover_strength", req.audio_cover_strength, 0.0, 1.0)
+        _check_audio("src_audio", req.src_audio)
+        _check_audio("reference_audio", req.reference_audio)
+        for name in ("src_latents", "reference_latents"):
+            latents = getattr(req, name)
+            if latents is not None and (latents.dim() != 2 or latents.shape[1] != self.latent_channels
+                                        or latents.shape[0] == 0):
+                raise InvalidArgument(
+                    name, f"allowed latents [T>0, {self.latent_channels}], got {tuple(latents.shape)}"
+                )
+        if req.task_type in SOURCE_TASKS and req.src_audio is None and req.src_latents is None:
+            raise InvalidArgument("src_audio", f"allowed: required for task_type {req.task_type!r}, got none")
+        end = req.repainting_end
+        if req.task_type in ("repaint", "lego") and end is not None and 0 <= end <= req.repainting_start:
+            raise InvalidArgument(
+                "repainting_end",
+                f"allowed > repainting_start ({req.repainting_start}) or -1, got {req.repainting_end}",
+            )
+        validate_codes(req.audio_codes, len(req.seeds), self.codebook_size)
+        if req.initial_noise is not None and (
+            req.initial_noise.dim() != 3
+            or req.initial_noise.shape[0] != len(req.seeds)
+            or req.initial_noise.shape[2] != self.latent_channels
+        ):
+            raise InvalidArgument(
+                "initial_noise",
+                f"allowed [batch={len(req.seeds)}, frames, {self.latent_channels}], "
+                f"got {tuple(req.initial_noise.shape)}",
+            )
+
+    # ------------------------------------------------------------------ audio encoding
+    @torch.inference_mode()
+    def _encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
+        """[2, n] audio → [T, C] latents in the model dtype."""
+        latents = encode_audio_to_latents(self.vae, wav.float().clamp(-1, 1)[None])
+        return latents[0].to(device=self.device, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def encode_audio(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """[2, n] 48 kHz → (latents [T, C] float32 CPU, 5 Hz code ids) — the src-audio-to-codes path."""
+        _check_audio("audio", wav)
+        latents = self._encode_latents(wav)
+        _, indices = self.model.tokenizer(latents[None], self.silence_latent)
+        return latents.float().cpu(), indices[0, :, 0].tolist()
+
+    @torch.inference_mode()
+    def encode_reference(self, wav: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Timbre reference: three seeded 10 s segments, VAE-encoded → latents [T, C] float32 CPU."""
+        _check_audio("reference_audio", wav)
+        clip = prepare_reference_audio(wav, self.sample_rate, random.Random(seed))
+        if clip is None:  # silent: the model uses the silence latent, as the reference does
+            return self.silence_latent[: self.config.timbre_fix_frame].float().cpu()
+        return self._encode_latents(clip).float().cpu()
+
+    # ------------------------------------------------------------------ conditioning
+    def _text_conditions(
+        self, plan: TaskPlan, req: SynthesisRequest, instructions: list[str], text_length: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        tokenizer = self.text_encoder.tokenizer
+        lyrics = "[Instrumental]" if req.instrumental or not req.lyrics.strip() else req.lyrics
+        captions, lyric_texts = [], []
+        for item, instruction in zip(plan.items, instructions, strict=True):
+            metas = metas_string(req.bpm, req.timesignature, req.keyscale, item.duration_seconds)
+            captions.append(caption_prompt(instruction, req.caption, metas))
+            lyric_texts.append(lyric_prompt(req.vocal_language or "unknown", lyrics))
+        caption_ids = [tokenizer.encode(text, CAPTION_MAX_TOKENS) for text in captions]
+        text = tokenizer.pad(caption_ids, self.device, length=text_length)
+        lyric = tokenizer.batch(lyric_texts, LYRIC_MAX_TOKENS, self.device)
+        text_hidden = self.text_encoder.encode_captions(text.ids).to(self.dtype)
+        lyric_embeddings = self.text_encoder.embed_lyrics(lyric.ids).to(self.dtype)
+        return text_hidden, text.mask, lyric_embeddings, lyric.mask
+
+    def _encoder_states(self, plan, req, instructions, text_length=None) -> torch.Tensor:
+        text_hidden, text_mask, lyric_emb, lyric_mask = self._text_conditions(plan, req, instructions, text_length)
+        order = torch.arange(len(plan.items), device=self.device)
+        encoder_hidden, _ = self.model.encoder(
+            text_hidden, text_mask, lyric_emb, lyric_mask, plan.reference_latents, order
+        )
+        return encoder_hidden
+
+    def _context(self, plan: TaskPlan) -> torch.Tensor:
+        """[src | chunk mask] with cover items' src replaced by 25 Hz hints (from codes or tokenized src)."""
+        src = plan.src_latents.clone()
+        for index, codes in enumerate(plan.code_ids):
+            if codes is not None:
+                ids = torch.tensor(codes, dtype=torch.long, device=self.device)[None]
+                hints = self.model.codes_to_hints(ids)[0]
+                src[index] = _fit_length(hints, plan.length, self.silence_latent)
+        needs_tokenized = [i for i, item in enumerate(plan.items) if item.is_cover and plan.code_ids[i] is None]
+        if needs_tokenized:
+            hints = self.model.latents_to_hints(plan.src_latents[needs_tokenized], self.silence_latent)
+            src[needs_tokenized] = hints
+        return torch.cat([src, plan.chunk_masks], dim=-1)
+
+    def _noise(self, req: SynthesisRequest, length: int) -> torch.Tensor:
+        if req.initial_noise is not None:
+            if req.initial_noise.shape[1] != length:
+                raise InvalidArgument(
+                    "initial_noise", f"allowed {length} frames for this request, got {req.initial_noise.shape[1]}"
+                )
+            return req.initial_noise.to(device=self.device, dtype=self.dtype)
+        parts = []
+        for seed in req.seeds:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+            parts.append(
+                torch.randn(
+                    (1, length, self.latent_channels), generator=generator, device=self.device, dtype=self.dtype
+                )
+            )
+        return torch.cat(parts, dim=0)
+
+    # ------------------------------------------------------------------ synthesis
+    def synthesize(
+        self, req: SynthesisRequest, should_stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[StepProgress | AudioWindow | ItemDone | TimeCosts]:
+        """Generate, then decode window by window; raises ``Cancelled`` when ``should_stop()`` turns true."""
+        self.validate(req)
+        events = self._synthesize(req, should_stop)
+        while True:
+            # Inference mode only while computing, never while suspended at a yield: the caller's
+            # thread (e.g. an event loop interleaving several requests) must not inherit it.
+            with torch.inference_mode():
+                try:
+                    event = next(events)
+                except StopIteration:
+                    return
+            yield event
+
+    @torch.inference_mode()
+    def sample_latents(self, req: SynthesisRequest, should_stop: Callable[[], bool] = lambda: False) -> torch.Tensor:
+        """Run conditioning + sampling only and return the final latents [B, L, C] (numerics comparisons)."""
+        self.validate(req)
+        run = self._diffuse(req, should_stop)
+        while True:
+            try:
+                next(run)
+            except StopIteration as done:
+                return done.value[0]
+
+    def _diffuse(self, req: SynthesisRequest, should_stop: Callable[[], bool]):
+        """Generator of StepProgress; returns (latents [B, L, C], encoder seconds, diffusion seconds)."""
+        start = time.perf_counter()
+        plan = build_task_plan(
+            req,
+            encode=self._encode_latents,
+            silence=self.silence_latent,
+            sample_rate=self.sample_rate,
+            hop=self.hop,
+            timbre_frames=self.config.timbre_fix_frame,
+        )
+        instructions = [item.instruction for item in plan.items]
+        encoder_hidden = self._encoder_states(plan, req, instructions)
+        context = self._context(plan)
+        decoder = self.model.decoder
+        cross_kv = decoder.precompute_cross_kv(encoder_hidden)
+
+        use_cfg = not self.is_turbo and req.guidance_scale > 1.0
+        cross_kv_cfg = None
+        if use_cfg:
+            null = self.model.null_condition_emb.to(self.dtype).expand_as(encoder_hidden)
+            cross_kv_cfg = _cat_kv(cross_kv, decoder.precompute_cross_kv(null))
+
+        # Turbo always runs its fixed 8-step schedule (the reference ignores inference_steps there).
+        total_steps = 8 if self.is_turbo else req.inference_steps
+        cover_steps = total_steps
+        non_cover = None
+        if req.audio_cover_strength < 1.0 and bool(plan.is_cover.any()):
+            cover_steps = int(total_steps * req.audio_cover_strength)
+            non_cover = self._non_cover_condition(plan, req, use_cfg)
+
+        def velocity(x: torch.Tensor, t: torch.Tensor, step: int, guided: bool):
+            kv, kv_cfg, ctx = cross_kv, cross_kv_cfg, context
+            if non_cover is not None and step >= cover_steps:
+                kv, kv_cfg, ctx = non_cover
+            if guided:
+                v = decoder(torch.cat([x, x]), torch.cat([t, t]), torch.cat([ctx, ctx]), kv_cfg)
+                return v.chunk(2)
+            return decoder(x, t, ctx, kv)
+
+        noise = self._noise(req, plan.length)
+        post_step = self._repaint_injection(plan, noise, total_steps)
+        encoder_time = time.perf_counter() - start
+
+        result = SamplerResult()
+        start_diffusion = time.perf_counter()
+        if self.is_turbo:
+            steps = turbo_sample(velocity, noise, req.shift, result, should_stop, post_step)
+        else:
+            cfg_interval = (req.cfg_interval_start, req.cfg_interval_end)
+            steps = guided_sample(
+                velocity,
+                noise,
+                total_steps,
+                req.shift,
+                req.guidance_scale,
+                req.use_adg,
+                cfg_interval,
+                result,
+                should_stop,
+                post_step,
+            )
+        for step in steps:
+            yield StepProgress(step=step + 1, total=total_steps)
+        latents = result.latents
+        if plan.repaint_mask is not None:
+            latents = _paste_outside(latents, plan.repaint_clean_src, plan.repaint_mask)
+        return latents, encoder_time, time.perf_counter() - start_diffusion
+
+    def _synthesize(self, req: SynthesisRequest, should_stop: Callable[[], bool]):
+        start_total = time.perf_counter()
+        batch = len(req.seeds)
+        latents, encoder_time, diffusion_time = yield from self._diffuse(req, should_stop)
+        length = latents.shape[1]
+        total_steps = 8 if self.is_turbo else req.inference_steps
+        start_vae = time.perf_counter()
+        peaks = [0.0] * batch
+        for start_sample, audio in iter_decoded_windows(self.vae, latents, self.hop, should_stop):
+            audio_cpu = audio.cpu()
+            for item in range(batch):
+                pcm = audio_cpu[item].contiguous()
+                peaks[item] = max(peaks[item], float(pcm.abs().max()))
+                yield AudioWindow(item=item, start_sample=start_sample, pcm=pcm)
+        vae_time = time.perf_counter() - start_vae
+        for item, seed in enumerate(req.seeds):
+            yield ItemDone(item, seed, length * self.hop, peaks[item], peak_normalisation_gain(peaks[item]))
+        total = time.perf_counter() - start_total
+        yield TimeCosts(
+            {
+                "encoder_time_cost": encoder_time,
+                "diffusion_time_cost": diffusion_time,
+                "diffusion_per_step_time_cost": diffusion_time / max(total_steps, 1),
+                "vae_decode_time_cost": vae_time,
+                "offload_time_cost": 0.0,
+                "total_time_cost": total,
+            }
+        )
+
+    def _non_cover_condition(self, plan: TaskPlan, req: SynthesisRequest, use_cfg: bool):
+        """Condition used after ``cover_steps``: default instruction, text2music context (silence src)."""
+        main_ids = [
+            self.text_encoder.tokenizer.encode(
+                caption_prompt(
+                    item.instruction,
+                    req.caption,
+                    metas_string(req.bpm, req.timesignature, req.keyscale, item.duration_seconds),
+                ),
+                CAPTION_MAX_TOKENS,
+            )
+            for item in plan.items
+        ]
+        text_length = max(len(ids) for ids in main_ids)
+        hidden = self._encoder_states(plan, req, [DEFAULT_INSTRUCTION] * len(plan.items), text_length)
+        src = self.silence_latent[: plan.length][None].expand(len(plan.items), -1, -1)
+        context = torch.cat([src.to(self.dtype), plan.chunk_masks], dim=-1)
+        kv = self.model.decoder.precompute_cross_kv(hidden)
+        kv_cfg = None
+        if use_cfg:
+            null = self.model.null_condition_emb.to(self.dtype).expand_as(hidden)
+            kv_cfg = _cat_kv(kv, self.model.decoder.precompute_cross_kv(null))
+        return kv, kv_cfg, context
+
+    def _repaint_injection(self, plan: TaskPlan, noise: torch.Tensor, total_steps: int):
+        if plan.repaint_mask is None:
+            return None
+        limit = injection_steps(total_steps)
+        clean, mask = plan.repaint_clean_src, plan.repaint_mask
+
+        def inject(x: torch.Tensor, step: int, t_next: float) -> torch.Tensor:
+            if step >= limit:
+                return x
+            return torch.where(mask, x, (t_next * noise + (1 - t_next) * clean).to(x.dtype))
+
+        return inject
+
+
+def _fit_length(latents: torch.Tensor, length: int, silence: torch.Tensor) -> torch.Tensor:
+    if latents.shape[0] >= length:
+        return latents[:length]
+    return torch.cat([latents, silence[: length - latents.shape[0]].to(latents.dtype)], dim=0)
+
+
+def _cat_kv(first, second):
+    return [(torch.cat([k1, k2]), torch.cat([v1, v2])) for (k1, v1), (k2, v2) in zip(first, second, strict=True)]
+
+
+def _paste_outside(latents: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Keep the source bit-exact outside the repainted span; crossfade over the span's first/last frames."""
+    inside = mask[0, :, 0]
+    positions = torch.nonzero(inside).flatten()
+    start, end = int(positions[0]), int(positions[-1]) + 1
+    weight = torch.ones(latents.shape[1], 1, dtype=torch.float32, device=latents.device)
+    fade = min(REPAINT_CROSSFADE_FRAMES, (end - start) // 2)
+    if fade > 0:
+        ramp = torch.arange(1, fade + 1, dtype=torch.float32, device=latents.device)[:, None] / (fade + 1)
+        weight[start : start + fade] = ramp
+        weight[end - fade : end] = ramp.flip(0)
+    blended = (weight * latents.float() + (1 - weight) * clean.float()).to(latents.dtype)
+    return torch.where(mask, blended, clean)

@@ -1,0 +1,296 @@
+"""gRPC adapter over :class:`dit_service.engine.DiTEngine`: acestep.v1.DiffusionService.
+
+Everything model-shaped happens in the engine; this file converts messages, admits requests,
+streams events and counts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import torch
+
+from acestep_client import constants as c
+from acestep_client.audio_io import decode_audio, pcm_bytes, to_model_audio
+from acestep_client.convert import params_from_proto
+from acestep_client.errors import InvalidArgument
+from acestep_client.proto.acestep.v1 import dit_pb2, dit_pb2_grpc
+from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
+from acestep_client.validation import parse_audio_codes, validate_params
+from acestep_serving.admission import Admission
+from acestep_serving.devices import release_accelerator_memory
+from acestep_serving.errors import Unavailable, abort_with
+from acestep_serving.metrics import ServiceMetrics
+from acestep_serving.worker import stream_from_thread
+from dit_service.engine import AudioWindow, DiTEngine, ItemDone, StepProgress, SynthesisRequest, TimeCosts
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "acestep.v1.DiffusionService"
+DEFAULT_CHUNK_FRAMES = 131_072  # 1 MiB of stereo float32 per chunk: well under the 4 MiB limit
+MAX_CHUNK_FRAMES = 262_144
+
+
+class DiTMetrics(ServiceMetrics):
+    def __init__(self) -> None:
+        super().__init__("dit")
+        self.step_seconds = self.histogram("acestep_dit_step_duration_seconds", "One diffusion step, whole batch.")
+        self.decode_seconds = self.histogram("acestep_dit_vae_decode_duration_seconds", "VAE decode of a request.")
+        self.first_audio_seconds = self.histogram(
+            "acestep_dit_time_to_first_audio_seconds", "Request start to its first audio chunk."
+        )
+        self.audio_seconds = self.counter("acestep_dit_audio_seconds_total", "Seconds of audio produced.")
+        self.batch_size = self.histogram("acestep_dit_batch_size", "Items per request.", buckets=(1, 2, 3, 4, 6, 8))
+
+
+def _latents_from_proto(encoded: gen_pb2.EncodedAudio, field: str) -> torch.Tensor | None:
+    if not encoded.latents_f32le:
+        return None
+    expected = encoded.frames * encoded.channels * 4
+    if encoded.channels <= 0 or len(encoded.latents_f32le) != expected:
+        raise InvalidArgument(
+            field,
+            f"latents must hold frames*channels float32 values ({expected} bytes), "
+            f"got {len(encoded.latents_f32le)} bytes",
+        )
+    array = np.frombuffer(encoded.latents_f32le, dtype="<f4").reshape(encoded.frames, encoded.channels)
+    return torch.from_numpy(array.copy())
+
+
+def engine_request(request: dit_pb2.SynthesizeRequest, max_batch: int) -> SynthesisRequest:
+    """SynthesizeRequest -> SynthesisRequest, validating on the way."""
+    params = params_from_proto(request.params)
+    validate_params(params)
+    seeds = list(request.seeds)
+    if not 1 <= len(seeds) <= max_batch:
+        raise InvalidArgument("seeds", f"one seed per batch item, 1-{max_batch} items, got {len(seeds)}")
+    for i, seed in enumerate(seeds):
+        if not 0 <= seed <= c.SEED_MAX:
+            raise InvalidArgument(f"seeds[{i}]", f"must be between 0 and {c.SEED_MAX}, got {seed}")
+    codes: list[list[int]] | None = None
+    if request.audio_codes:
+        by_item = {ic.item_index: list(ic.codes) for ic in request.audio_codes}
+        if sorted(by_item) != list(range(len(seeds))):
+            raise InvalidArgument("audio_codes", f"needs codes for items 0-{len(seeds) - 1}, got {sorted(by_item)}")
+        codes = [by_item[i] for i in range(len(seeds))]
+    elif params.audio_codes.strip():
+        codes = [parse_audio_codes(params.audio_codes)] * len(seeds)
+    src_latents = _latents_from_proto(request.src_audio, "src_audio")
+    if params.task_type in c.TASKS_NEEDING_SOURCE and src_latents is None and codes is None:
+        raise InvalidArgument("src_audio", f"task_type={params.task_type} needs source audio latents (EncodeAudio)")
+    req = SynthesisRequest(
+        task_type=params.task_type,
+        instruction=params.instruction,
+        caption=params.caption,
+        lyrics=params.lyrics,
+        instrumental=params.instrumental,
+        vocal_language=params.vocal_language,
+        bpm=params.bpm,
+        keyscale=params.keyscale,
+        timesignature=params.timesignature,
+        duration=params.duration,
+        inference_steps=params.inference_steps,
+        guidance_scale=params.guidance_scale,
+        use_adg=params.use_adg,
+        cfg_interval_start=params.cfg_interval_start,
+        cfg_interval_end=params.cfg_interval_end,
+        repainting_start=params.repainting_start,
+        repainting_end=params.repainting_end,
+        audio_cover_strength=params.audio_cover_strength,
+        seeds=seeds,
+        audio_codes=codes,
+    )
+    req.src_latents = src_latents
+    req.reference_latents = _latents_from_proto(request.reference_audio, "reference_audio")
+    return req
+
+
+class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
+    def __init__(
+        self, admission: Admission, metrics: DiTMetrics, max_batch: int = 8, max_upload_bytes: int = 256 * 1024 * 1024
+    ):
+        self.engine: DiTEngine | None = None
+        self.admission = admission
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.max_upload_bytes = max_upload_bytes
+        self.executor = ThreadPoolExecutor(max_workers=admission.max_running, thread_name_prefix="dit-worker")
+
+    def _ready_engine(self) -> DiTEngine:
+        if self.engine is None:
+            raise Unavailable("the DiT model is still loading; retry shortly")
+        return self.engine
+
+    async def Synthesize(self, request, context) -> AsyncIterator[dit_pb2.SynthesizeResponse]:
+        with self.metrics.track("Synthesize") as outcome:
+            try:
+                engine = self._ready_engine()
+                req = engine_request(request, self.max_batch)
+                engine.validate(req)
+                chunk_frames = request.chunk_frames or DEFAULT_CHUNK_FRAMES
+                if not 1 <= chunk_frames <= MAX_CHUNK_FRAMES:
+                    raise InvalidArgument(
+                        "chunk_frames", f"must be between 1 and {MAX_CHUNK_FRAMES}, got {chunk_frames}"
+                    )
+                self.metrics.batch_size.labels("dit").observe(len(req.seeds))
+                async with self.admission.slot():
+                    async for response in self._stream(engine, req, chunk_frames):
+                        yield response
+            except (asyncio.CancelledError, GeneratorExit):
+                outcome["code"] = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # every failure becomes a status
+                await abort_with(context, exc, outcome)
+            finally:
+                release_accelerator_memory()
+
+    async def _stream(self, engine: DiTEngine, req: SynthesisRequest, chunk_frames: int):
+        start = time.perf_counter()
+        last_step = start
+        first_audio = True
+        async for event in stream_from_thread(lambda stop: engine.synthesize(req, stop), self.executor):
+            if isinstance(event, StepProgress):
+                now = time.perf_counter()
+                self.metrics.step_seconds.labels("dit").observe(now - last_step)
+                last_step = now
+                yield dit_pb2.SynthesizeResponse(
+                    progress=gen_pb2.Progress(
+                        stage=gen_pb2.STAGE_DIFFUSION,
+                        step=event.step,
+                        total_steps=event.total,
+                        fraction=event.step / max(event.total, 1),
+                        message=f"diffusion step {event.step}/{event.total}",
+                    )
+                )
+            elif isinstance(event, AudioWindow):
+                if first_audio:
+                    self.metrics.first_audio_seconds.labels("dit").observe(time.perf_counter() - start)
+                    first_audio = False
+                for response in _chunks(event, chunk_frames):
+                    yield response
+            elif isinstance(event, ItemDone):
+                self.metrics.audio_seconds.labels("dit").inc(event.num_samples / c.SAMPLE_RATE)
+                yield dit_pb2.SynthesizeResponse(
+                    item_done=dit_pb2.ItemDone(
+                        item_index=event.item,
+                        seed=event.seed,
+                        num_frames=event.num_samples,
+                        gain=event.gain,
+                        peak=event.peak,
+                    )
+                )
+            elif isinstance(event, TimeCosts):
+                decode = event.values.get("vae_decode_time_cost")
+                if decode is not None:
+                    self.metrics.decode_seconds.labels("dit").observe(decode)
+                yield dit_pb2.SynthesizeResponse(time_costs=gen_pb2.TimeCosts(seconds=event.values))
+
+    async def EncodeAudio(self, request_iterator, context) -> dit_pb2.EncodeAudioResponse:
+        with self.metrics.track("EncodeAudio") as outcome:
+            try:
+                engine = self._ready_engine()
+                data = bytearray()
+                purpose = dit_pb2.ENCODE_PURPOSE_SOURCE
+                seed = 0
+                async for part in request_iterator:
+                    if part.purpose:
+                        purpose = part.purpose
+                    seed = part.seed or seed
+                    data += part.data
+                    if len(data) > self.max_upload_bytes:
+                        raise InvalidArgument("data", f"upload must be at most {self.max_upload_bytes} bytes")
+                if not data:
+                    raise InvalidArgument("data", "no audio bytes were sent")
+                audio, rate = decode_audio(bytes(data))
+                wav = torch.from_numpy(to_model_audio(audio, rate))
+                async with self.admission.slot():
+                    loop = asyncio.get_running_loop()
+                    latents, codes = await loop.run_in_executor(
+                        self.executor, _encode, engine, wav, purpose == dit_pb2.ENCODE_PURPOSE_REFERENCE, seed
+                    )
+                return dit_pb2.EncodeAudioResponse(
+                    encoded=gen_pb2.EncodedAudio(
+                        frames=latents.shape[0],
+                        channels=latents.shape[1],
+                        latents_f32le=latents.numpy().astype("<f4").tobytes(),
+                        codes=codes,
+                        duration_s=wav.shape[1] / c.SAMPLE_RATE,
+                        num_samples=wav.shape[1],
+                    )
+                )
+            except Exception as exc:
+                await abort_with(context, exc, outcome)
+
+
+def _encode(engine: DiTEngine, wav: torch.Tensor, reference: bool, seed: int) -> tuple[torch.Tensor, list[int]]:
+    if reference:
+        return engine.encode_reference(wav, seed), []
+    return engine.encode_audio(wav)
+
+
+def _chunks(window: AudioWindow, chunk_frames: int) -> Iterator[dit_pb2.SynthesizeResponse]:
+    pcm = window.pcm.numpy()
+    for offset in range(0, pcm.shape[1], chunk_frames):
+        piece = pcm[:, offset : offset + chunk_frames]
+        yield dit_pb2.SynthesizeResponse(
+            audio_chunk=gen_pb2.AudioChunk(
+                item_index=window.item,
+                start_frame=window.start_sample + offset,
+                sample_rate_hz=c.SAMPLE_RATE,
+                channels=piece.shape[0],
+                pcm_f32le=pcm_bytes(piece),
+            )
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from acestep_serving.flags import add_model_flags, add_server_flags
+
+    parser = argparse.ArgumentParser(prog="acestep serve dit", description="ACE-Step 1.5 DiT + VAE gRPC service")
+    add_server_flags(parser, default_port=50052)
+    add_model_flags(parser, default_model="acestep-v15-turbo")
+    return parser
+
+
+async def start(args: argparse.Namespace, announce=print):
+    """Start listening at once (health NOT_SERVING), load the model, then go SERVING."""
+    from acestep_serving.runner import start_model_server
+
+    metrics = DiTMetrics()
+    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed)
+    servicer = DiffusionServicer(
+        admission, metrics, max_batch=args.max_batch, max_upload_bytes=int(args.max_message_mb * 1024 * 1024)
+    )
+
+    def load(device: str, dtype: torch.dtype) -> None:
+        servicer.engine = DiTEngine.load(args.checkpoints, variant=args.model, device=device, dtype=dtype)
+
+    return await start_model_server(
+        args,
+        "dit",
+        SERVICE_NAME,
+        dit_pb2_grpc.add_DiffusionServiceServicer_to_server,
+        servicer,
+        metrics,
+        load,
+        announce,
+    )
+
+
+async def serve(args: argparse.Namespace, announce=print) -> None:
+    from acestep_serving.runner import wait_until_stopped
+
+    await wait_until_stopped(await start(args, announce))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level)
+    asyncio.run(serve(args))

@@ -1,0 +1,77 @@
+"""Window-by-window VAE decode with overlap-discard tiling (512-frame windows, 64-frame overlap).
+
+Each window is yielded as soon as it is decoded, so the first audio leaves long before the song is done.
+The kept cores tile the song exactly; the discarded margins only give the convolutions context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from acestep_client.errors import Cancelled
+
+DEFAULT_CHUNK_FRAMES = 512
+DEFAULT_OVERLAP_FRAMES = 64
+
+
+@dataclass(frozen=True)
+class DecodeWindow:
+    window_start: int
+    window_end: int
+    core_start: int
+    core_end: int
+
+
+def plan_windows(
+    frames: int, chunk: int = DEFAULT_CHUNK_FRAMES, overlap: int = DEFAULT_OVERLAP_FRAMES
+) -> list[DecodeWindow]:
+    """Reference tiling: one window if it fits, else cores of chunk − 2·overlap with ±overlap context."""
+    if frames <= chunk:
+        return [DecodeWindow(0, frames, 0, frames)]
+    stride = chunk - 2 * overlap
+    windows = []
+    for core_start in range(0, frames, stride):
+        core_end = min(core_start + stride, frames)
+        windows.append(
+            DecodeWindow(max(0, core_start - overlap), min(frames, core_end + overlap), core_start, core_end)
+        )
+    return windows
+
+
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """[B, T, C] latents → [B, 2, T·hop] float32 audio (one VAE call, no normalisation)."""
+    param = next(vae.parameters())
+    z = latents.transpose(1, 2).to(device=param.device, dtype=param.dtype)
+    return vae.decode(z).sample.float()
+
+
+@torch.inference_mode()
+def iter_decoded_windows(
+    vae,
+    latents: torch.Tensor,
+    hop: int,
+    should_stop: Callable[[], bool] = lambda: False,
+    chunk: int = DEFAULT_CHUNK_FRAMES,
+    overlap: int = DEFAULT_OVERLAP_FRAMES,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (start_sample, audio [B, 2, n] float32 on the VAE device) for consecutive kept cores."""
+    for window in plan_windows(latents.shape[1], chunk, overlap):
+        if should_stop():
+            raise Cancelled("synthesis cancelled between VAE windows")
+        audio = decode_latents(vae, latents[:, window.window_start : window.window_end])
+        left = (window.core_start - window.window_start) * hop
+        keep = (window.core_end - window.core_start) * hop
+        yield window.core_start * hop, audio[..., left : left + keep]
+
+
+def peak_normalisation_gain(peak: float) -> float:
+    """The reference divides an item by its peak only when the peak exceeds 1.0."""
+    return 1.0 / max(peak, 1.0)
+
+
+def peak_normalise(audio: torch.Tensor) -> torch.Tensor:
+    """[2, n] → divided by max(peak, 1) (no change unless the item clips)."""
+    return audio * peak_normalisation_gain(float(audio.abs().max()))
