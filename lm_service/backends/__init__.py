@@ -1,0 +1,1 @@
+"""Decode backends: ``torch`` (our own loop over transformers' Qwen3 weights) and ``vllm`` (optional)."""

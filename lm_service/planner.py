@@ -1,0 +1,353 @@
+"""Public API of the LM planner: validate a request, run Phase 1 (CoT metadata) and Phase 2 (codes).
+
+Seeds: item i uses ``torch.Generator().manual_seed(seeds[i])`` for Phase 1 and a fresh generator with
+the same seed for Phase 2, and its own constraint state, so an item's CoT and codes depend only on its
+seed and the request parameters, never on its batch position or chunking (upstream shares one Phase 1
+per chunk and seeds only its pt-backend Phase 2; this is a documented extension).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+from acestep_client.errors import InvalidArgument, NotFound
+
+from . import prompts
+from .constraints import CotStateMachine, build_cot_vocabulary, target_code_count
+from .cot import format_cot, parse_cot
+from .decoding import SamplingParams, run_phase1, run_phase2
+from .vocab import (
+    BPM_MAX,
+    BPM_MIN,
+    DURATION_MAX,
+    DURATION_MIN,
+    KEYSCALES,
+    LANGUAGES,
+    MAX_CAPTION_TOKENS,
+    MAX_NEW_TOKENS,
+    TIME_SIGNATURES,
+    audio_code_token,
+    build_token_table,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_CAPTION_CHARS = 512
+MAX_LYRICS_CHARS = 4096
+MAX_BATCH = 8
+PHASE1_TOKEN_ESTIMATE = 160  # typical CoT length, only for progress reporting
+TIME_SIGNATURE_INPUTS = (*TIME_SIGNATURES, "2/4", "3/4", "4/4", "6/8")
+
+
+@dataclass
+class PlanRequest:
+    caption: str = ""
+    lyrics: str = ""
+    instrumental: bool = False
+    vocal_language: str = "unknown"
+    bpm: int | None = None
+    keyscale: str = ""
+    timesignature: str = ""
+    duration: float = -1.0
+    thinking: bool = True
+    lm_temperature: float = 0.85
+    lm_cfg_scale: float = 2.0
+    lm_top_k: int = 0
+    lm_top_p: float = 0.9
+    lm_negative_prompt: str = "NO USER INPUT"
+    use_cot_metas: bool = True
+    use_cot_caption: bool = True
+    use_cot_lyrics: bool = False  # accepted, unused (upstream: "TODO: not used yet")
+    use_cot_language: bool = True
+    use_constrained_decoding: bool = True
+    constrained_decoding_debug: bool = False
+    seeds: list[int] = field(default_factory=lambda: [0])  # one per song; batch = len(seeds)
+    lm_batch_chunk_size: int = 8
+    generate_codes: bool = True  # False = Phase 1 (metadata) only
+
+
+@dataclass
+class PhaseProgress:
+    phase: int
+    tokens: int
+    total_estimate: int
+
+
+@dataclass
+class ItemMetadata:
+    item: int
+    metadata: dict  # bpm, caption, duration, keyscale, language, timesignature (+ "cot_text": raw CoT)
+
+
+@dataclass
+class ItemCodes:
+    item: int
+    codes: list[int]  # 5 Hz code ids 0..65534
+
+
+@dataclass
+class PhaseTimes:
+    lm_phase1_time: float
+    lm_phase2_time: float
+
+
+PlanEvent = PhaseProgress | ItemMetadata | ItemCodes | PhaseTimes
+
+
+def codes_to_string(codes: list[int]) -> str:
+    """``"<|audio_code_N|>..."`` with no separators, the string the DiT parses."""
+    return "".join(audio_code_token(code) for code in codes)
+
+
+def user_metadata(req: PlanRequest) -> dict[str, str]:
+    """User metas the LM sees (as upstream): bpm > 0, keyscale, timesignature (not n/a), duration > 0."""
+    metas: dict[str, str] = {}
+    if req.bpm is not None and req.bpm > 0:
+        metas["bpm"] = str(int(req.bpm))
+    for key in ("keyscale", "timesignature"):
+        value = getattr(req, key).strip()
+        if value and value.lower() != "n/a":
+            metas[key] = value
+    if req.duration and req.duration > 0:
+        metas["duration"] = str(int(req.duration))
+    return metas
+
+
+def _typed(metas: dict[str, str]) -> dict[str, Any]:
+    return {k: int(v) if k in ("bpm", "duration") and v.isdigit() else v for k, v in metas.items()}
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not (low <= value <= high):
+        raise InvalidArgument(name, f"allowed {low}-{high}, got {value}")
+
+
+class Planner:
+    """Loaded tokenizer + model backend; ``plan`` is a generator of :data:`PlanEvent`."""
+
+    def __init__(
+        self,
+        tokenizer,
+        backend,
+        max_duration: int = DURATION_MAX,
+        max_caption_tokens: int = MAX_CAPTION_TOKENS,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+    ):
+        """``max_duration`` is the GPU tier's limit; the two token limits exist so tests stay short."""
+        self.tokenizer = tokenizer
+        self.backend = backend
+        self.table = build_token_table(tokenizer, backend.vocab_size)
+        self.cot_vocab = build_cot_vocabulary(tokenizer, self.table, max_duration, max_caption_tokens)
+        self.max_duration = max_duration
+        self.max_new_tokens = max_new_tokens
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        backend: str = "torch",
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        planner_options: dict[str, int] | None = None,
+        **backend_options: Any,
+    ) -> Planner:
+        """Load tokenizer + weights from a released-layout directory (``planner_options`` go to ``__init__``)."""
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise NotFound(f"no LM checkpoint (config.json) in {model_dir}")
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        if backend == "torch":
+            from .backends.torch_backend import TorchQwen3Backend
+
+            engine = TorchQwen3Backend.load(model_dir, device=device, dtype=dtype, **backend_options)
+        elif backend == "vllm":
+            from .backends.vllm_backend import VllmBackend
+
+            engine = VllmBackend.load(model_dir, device=device, dtype=dtype, **backend_options)
+        else:
+            raise InvalidArgument("backend", f"allowed torch, vllm, got {backend!r}")
+        return cls(tokenizer, engine, **(planner_options or {}))
+
+    # -- validation ---------------------------------------------------------------------------------
+    def validate(self, req: PlanRequest) -> None:
+        """Reject bad input before any model work; the error names the field and the allowed range."""
+        if len(req.caption) > MAX_CAPTION_CHARS:
+            raise InvalidArgument("caption", f"allowed at most {MAX_CAPTION_CHARS} characters, got {len(req.caption)}")
+        if len(req.lyrics) > MAX_LYRICS_CHARS:
+            raise InvalidArgument("lyrics", f"allowed at most {MAX_LYRICS_CHARS} characters, got {len(req.lyrics)}")
+        if req.vocal_language and req.vocal_language not in LANGUAGES:
+            raise InvalidArgument(
+                "vocal_language", f"allowed one of {', '.join(LANGUAGES)}, got {req.vocal_language!r}"
+            )
+        if req.bpm:  # None or 0 = let the LM choose (as upstream)
+            _check_range("bpm", req.bpm, BPM_MIN, BPM_MAX)
+        keyscale = req.keyscale.strip()
+        if keyscale and keyscale.lower() != "n/a" and keyscale.lower() not in {k.lower() for k in KEYSCALES}:
+            raise InvalidArgument("keyscale", f"allowed '<A-G>[#|b|♯|♭] <major|minor>', got {req.keyscale!r}")
+        timesig = req.timesignature.strip()
+        if timesig and timesig.lower() != "n/a" and timesig not in TIME_SIGNATURE_INPUTS:
+            raise InvalidArgument(
+                "timesignature", f"allowed one of {', '.join(TIME_SIGNATURE_INPUTS)}, got {req.timesignature!r}"
+            )
+        if req.duration is not None and req.duration > 0:
+            _check_range("duration", req.duration, DURATION_MIN, self.max_duration)
+        _check_range("lm_temperature", req.lm_temperature, 0.0, 2.0)
+        _check_range("lm_cfg_scale", req.lm_cfg_scale, 1.0, 10.0)
+        _check_range("lm_top_k", req.lm_top_k, 0, 1000)
+        _check_range("lm_top_p", req.lm_top_p, 0.0, 1.0)
+        if len(req.lm_negative_prompt) > MAX_CAPTION_CHARS:
+            raise InvalidArgument("lm_negative_prompt", f"allowed at most {MAX_CAPTION_CHARS} characters")
+        if not 1 <= len(req.seeds) <= MAX_BATCH:
+            raise InvalidArgument("seeds", f"allowed 1-{MAX_BATCH} seeds (one per song), got {len(req.seeds)}")
+        for seed in req.seeds:
+            _check_range("seeds", seed, 0, 2**63 - 1)
+        _check_range("lm_batch_chunk_size", req.lm_batch_chunk_size, 1, MAX_BATCH)
+        backend_check = getattr(self.backend, "check_request", None)
+        if backend_check is not None:
+            backend_check(req)
+
+    # -- planning -----------------------------------------------------------------------------------
+    def plan(self, req: PlanRequest, should_stop: Callable[[], bool] = lambda: False) -> Iterator[PlanEvent]:
+        """Stream progress, per-item metadata and per-item codes, then the phase times.
+
+        Raises ``Cancelled`` (KV cache freed) when ``should_stop()`` turns true between tokens.
+        """
+        self.validate(req)
+        params = SamplingParams(req.lm_temperature, req.lm_top_k, req.lm_top_p, req.lm_cfg_scale)
+        metas = user_metadata(req)
+        has_all_metas = all(k in metas for k in ("bpm", "keyscale", "timesignature", "duration"))
+        run_cot = req.use_cot_metas and not has_all_metas
+        run_codes = req.generate_codes and req.thinking
+        phase1_time = phase2_time = 0.0
+        chunk = max(1, req.lm_batch_chunk_size)
+        for start in range(0, len(req.seeds), chunk):
+            seeds = req.seeds[start : start + chunk]
+            items = range(start, start + len(seeds))
+            began = time.time()
+            if run_cot:
+                metadata_list = yield from self._phase1(req, params, metas, seeds, should_stop)
+            else:
+                metadata_list = [{**_typed(metas), "cot_text": ""} for _ in seeds]
+            phase1_time += time.time() - began
+            for item, metadata in zip(items, metadata_list, strict=True):
+                yield ItemMetadata(item=item, metadata=metadata)
+            if not run_codes:
+                continue
+            began = time.time()
+            codes_list = yield from self._phase2(req, params, metadata_list, seeds, should_stop)
+            phase2_time += time.time() - began
+            for item, codes in zip(items, codes_list, strict=True):
+                yield ItemCodes(item=item, codes=codes)
+        yield PhaseTimes(lm_phase1_time=phase1_time, lm_phase2_time=phase2_time)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _generators(self, seeds: list[int]) -> list[torch.Generator]:
+        return [torch.Generator(device=self.backend.device).manual_seed(int(seed)) for seed in seeds]
+
+    def _rows(self, cond: str, uncond: str | None, count: int, params: SamplingParams) -> list[list[int]]:
+        rows = [self._encode(cond)] * count
+        if params.uses_cfg:
+            rows += [self._encode(uncond)] * count
+        return rows
+
+    def _phase1(
+        self,
+        req: PlanRequest,
+        params: SamplingParams,
+        metas: dict[str, str],
+        seeds: list[int],
+        should_stop: Callable[[], bool],
+    ):
+        cond = prompts.phase1_prompt(req.caption, req.lyrics)
+        uncond = prompts.phase1_negative_prompt(req.lyrics, req.lm_negative_prompt)
+        rows = self._rows(cond, uncond, len(seeds), params)
+        machines = None
+        if req.use_constrained_decoding:
+            machines = [
+                CotStateMachine(
+                    self.cot_vocab,
+                    metas,
+                    skip_caption=not req.use_cot_caption,
+                    skip_language=not req.use_cot_language,
+                    debug=req.constrained_decoding_debug,
+                    row=i,
+                )
+                for i in range(len(seeds))
+            ]
+        session = self.backend.open_session(rows, self.max_new_tokens)
+        outputs: list[list[int]] = []
+        for kind, value in run_phase1(
+            session, machines, self.table, self._generators(seeds), params, self.max_new_tokens,
+            should_stop, self.cot_vocab.caption_block_tensor,
+        ):  # fmt: skip
+            if kind == "progress":
+                yield PhaseProgress(phase=1, tokens=int(value), total_estimate=PHASE1_TOKEN_ESTIMATE)
+            else:
+                outputs = value
+        metadata_list = []
+        for token_ids in outputs:
+            text = self.tokenizer.decode(token_ids, skip_special_tokens=False)
+            metadata = parse_cot(text)
+            metadata["cot_text"] = text
+            metadata_list.append(metadata)
+        return metadata_list
+
+    def _phase2(
+        self,
+        req: PlanRequest,
+        params: SamplingParams,
+        metadata_list: list[dict],
+        seeds: list[int],
+        should_stop: Callable[[], bool],
+    ):
+        target = target_code_count(req.duration) if req.use_constrained_decoding else None
+        if req.duration and req.duration > 0:
+            clamped = min(max(req.duration, DURATION_MIN), DURATION_MAX)
+            max_new = min(int(clamped * 5) + 500, self.max_new_tokens)
+        else:
+            max_new = self.max_new_tokens
+        rows_cond = [
+            self._encode(prompts.phase2_prompt(req.caption, req.lyrics, format_cot(_cot_fields(m))))
+            for m in metadata_list
+        ]
+        rows = list(rows_cond)
+        if params.uses_cfg:
+            uncond = self._encode(prompts.phase2_negative_prompt(req.caption, req.lyrics, req.lm_negative_prompt))
+            rows += [uncond] * len(seeds)
+        session = self.backend.open_session(rows, target if target is not None else max_new)
+        total = target if target is not None else max_new
+        codes: list[list[int]] = []
+        for kind, value in run_phase2(
+            session, self.table, self._generators(seeds), params, target, req.use_constrained_decoding,
+            max_new, should_stop,
+        ):  # fmt: skip
+            if kind == "progress":
+                yield PhaseProgress(phase=2, tokens=int(value), total_estimate=total)
+            else:
+                codes = value
+        return codes
+
+
+def _cot_fields(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metadata.items() if k != "cot_text" and k != "genres"}
+
+
+__all__ = [
+    "ItemCodes",
+    "ItemMetadata",
+    "PhaseProgress",
+    "PhaseTimes",
+    "PlanRequest",
+    "Planner",
+    "codes_to_string",
+]

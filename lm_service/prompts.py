@@ -1,0 +1,79 @@
+"""Phase-1 / Phase-2 prompt text, rendered exactly as upstream's Qwen3 chat template renders it.
+
+The strings are built directly (not through ``apply_chat_template``) so that the prompt does not depend
+on which template a checkpoint ships; ``tests/lm`` checks they equal the template rendering.
+
+What reaches the LM (as upstream's generate flow): caption and lyrics in the user turn, verbatim.
+User metadata (bpm, keyscale, timesignature, duration) never enters the prompt text; it is injected
+verbatim into the CoT by the constrained decoder (Phase 1) or written into the CoT (Phase 2).
+``instrumental`` and ``vocal_language`` do not change the LM prompt (upstream passes them only to the DiT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .vocab import IM_END, IM_START
+
+LM_INSTRUCTION = "Generate audio semantic tokens based on the given conditions:"
+DEFAULT_NEGATIVE_PROMPT = "NO USER INPUT"
+EMPTY_COT = "<think>\n\n</think>"
+
+
+def has_meaningful_negative_prompt(negative_prompt: str) -> bool:
+    """Upstream treats the default text, empty and whitespace as 'no negative prompt'."""
+    return bool(negative_prompt and negative_prompt.strip() and negative_prompt.strip() != DEFAULT_NEGATIVE_PROMPT)
+
+
+def _turn(role: str, content: str) -> str:
+    return f"{IM_START}{role}\n{content}{IM_END}\n"
+
+
+def _system() -> str:
+    return _turn("system", f"# Instruction\n{LM_INSTRUCTION}\n\n")
+
+
+def _user(caption: str | None, lyrics: str) -> str:
+    if caption is None:
+        return _turn("user", f"# Lyric\n{lyrics}\n")
+    return _turn("user", f"# Caption\n{caption}\n\n# Lyric\n{lyrics}\n")
+
+
+GENERATION_PROMPT = f"{IM_START}assistant\n"
+
+
+def phase1_prompt(caption: str, lyrics: str) -> str:
+    """Conditional CoT prompt (P1c): the model continues after ``<|im_start|>assistant\\n``."""
+    return _system() + _user(caption, lyrics) + GENERATION_PROMPT
+
+
+def phase1_negative_prompt(lyrics: str, negative_prompt: str) -> str:
+    """Unconditional CoT prompt for CFG: caption removed, or replaced by a custom negative prompt."""
+    caption = negative_prompt if has_meaningful_negative_prompt(negative_prompt) else None
+    return _system() + _user(caption, lyrics) + GENERATION_PROMPT
+
+
+def _closed_assistant_turn(cot_text: str) -> str:
+    """The Qwen3 template's rendering of an assistant message holding ``<think>..</think>``."""
+    reasoning = cot_text.split("</think>")[0].split("<think>")[-1].strip("\n")
+    rest = cot_text.split("</think>")[-1].lstrip("\n")
+    return f"{IM_START}assistant\n<think>\n{reasoning}\n</think>\n\n{rest}{IM_END}\n"
+
+
+def phase2_prompt(caption: str, lyrics: str, cot_text: str) -> str:
+    """Codes prompt (P2c): the CoT sits in a closed assistant turn; codes follow ``<|im_end|>\\n``."""
+    return _system() + _user(caption, lyrics) + _closed_assistant_turn(cot_text)
+
+
+def phase2_negative_prompt(caption: str, lyrics: str, negative_prompt: str) -> str:
+    """Unconditional codes prompt: empty CoT; the caption is swapped only for a custom negative prompt."""
+    used_caption = negative_prompt if has_meaningful_negative_prompt(negative_prompt) else caption
+    return _system() + _user(used_caption, lyrics) + _closed_assistant_turn(EMPTY_COT)
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    """Conditional and (when CFG is on) unconditional prompt of one phase."""
+
+    cond: str
+    uncond: str | None

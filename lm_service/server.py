@@ -1,0 +1,216 @@
+"""gRPC adapter over :class:`lm_service.planner.Planner`: acestep.v1.LanguageModelService."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import torch
+
+from acestep_client import constants as c
+from acestep_client.convert import params_from_proto
+from acestep_client.errors import InvalidArgument
+from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
+from acestep_client.proto.acestep.v1 import lm_pb2, lm_pb2_grpc
+from acestep_client.validation import validate_params
+from acestep_serving.admission import Admission
+from acestep_serving.devices import release_accelerator_memory
+from acestep_serving.errors import Unavailable, abort_with
+from acestep_serving.metrics import ServiceMetrics
+from acestep_serving.worker import stream_from_thread
+from lm_service.planner import ItemCodes, ItemMetadata, PhaseProgress, PhaseTimes, Planner, PlanRequest
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "acestep.v1.LanguageModelService"
+_STAGES = {1: gen_pb2.STAGE_LM_PHASE1, 2: gen_pb2.STAGE_LM_PHASE2}
+
+
+class LMMetrics(ServiceMetrics):
+    def __init__(self) -> None:
+        super().__init__("lm")
+        self.tokens = self.counter("acestep_lm_generated_tokens_total", "Tokens sampled, by phase.", ("phase",))
+        self.tokens_per_second = self.gauge("acestep_lm_tokens_per_second", "Decode speed of the last request.")
+        self.phase_seconds = self.histogram("acestep_lm_phase_duration_seconds", "Phase wall time.", labels=("phase",))
+
+
+def planner_request(request: lm_pb2.PlanRequest, max_batch: int) -> PlanRequest:
+    params = params_from_proto(request.params)
+    validate_params(params)
+    seeds = list(request.seeds)
+    if not 1 <= len(seeds) <= max_batch:
+        raise InvalidArgument("seeds", f"one seed per batch item, 1-{max_batch} items, got {len(seeds)}")
+    for i, seed in enumerate(seeds):
+        if not 0 <= seed <= c.SEED_MAX:
+            raise InvalidArgument(f"seeds[{i}]", f"must be between 0 and {c.SEED_MAX}, got {seed}")
+    chunk = request.lm_batch_chunk_size if request.HasField("lm_batch_chunk_size") else 8
+    if not 1 <= chunk <= max_batch:
+        raise InvalidArgument("lm_batch_chunk_size", f"must be between 1 and {max_batch}, got {chunk}")
+    return PlanRequest(
+        caption=params.caption,
+        lyrics=params.lyrics,
+        instrumental=params.instrumental,
+        vocal_language=params.vocal_language,
+        bpm=params.bpm,
+        keyscale=params.keyscale,
+        timesignature=params.timesignature,
+        duration=params.duration,
+        thinking=params.thinking,
+        lm_temperature=params.lm_temperature,
+        lm_cfg_scale=params.lm_cfg_scale,
+        lm_top_k=params.lm_top_k,
+        lm_top_p=params.lm_top_p,
+        lm_negative_prompt=params.lm_negative_prompt,
+        use_cot_metas=params.use_cot_metas,
+        use_cot_caption=params.use_cot_caption,
+        use_cot_lyrics=params.use_cot_lyrics,
+        use_cot_language=params.use_cot_language,
+        use_constrained_decoding=params.use_constrained_decoding,
+        constrained_decoding_debug=request.constrained_decoding_debug,
+        seeds=seeds,
+        lm_batch_chunk_size=chunk,
+        generate_codes=request.generate_codes,
+    )
+
+
+def metadata_to_proto(metadata: dict) -> gen_pb2.LmMetadata:
+    message = gen_pb2.LmMetadata(
+        caption=str(metadata.get("caption") or ""),
+        keyscale=str(metadata.get("keyscale") or ""),
+        language=str(metadata.get("language") or ""),
+        timesignature=str(metadata.get("timesignature") or ""),
+        cot_text=str(metadata.get("cot_text") or metadata.get("raw") or ""),
+    )
+    bpm, duration = _number(metadata.get("bpm")), _number(metadata.get("duration"))
+    if bpm is not None:
+        message.bpm = int(bpm)
+    if duration is not None:
+        message.duration = duration
+    return message
+
+
+def _number(value: object) -> float | None:
+    """Unconstrained decoding can write anything after ``bpm:``; keep only what parses as a number."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if abs(number) < 2**31 else None
+
+
+class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
+    def __init__(self, admission: Admission, metrics: LMMetrics, max_batch: int = 8):
+        self.planner: Planner | None = None
+        self.admission = admission
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.executor = ThreadPoolExecutor(max_workers=admission.max_running, thread_name_prefix="lm-worker")
+
+    async def Plan(self, request, context) -> AsyncIterator[lm_pb2.PlanResponse]:
+        with self.metrics.track("Plan") as outcome:
+            try:
+                if self.planner is None:
+                    raise Unavailable("the LM is still loading; retry shortly")
+                planner = self.planner
+                req = planner_request(request, self.max_batch)
+                planner.validate(req)
+                async with self.admission.slot():
+                    async for response in self._stream(planner, req):
+                        yield response
+            except (asyncio.CancelledError, GeneratorExit):
+                outcome["code"] = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # every failure becomes a status
+                await abort_with(context, exc, outcome)
+            finally:
+                release_accelerator_memory()
+
+    async def _stream(self, planner: Planner, req: PlanRequest):
+        start = time.perf_counter()
+        tokens = {1: 0, 2: 0}
+        async for event in stream_from_thread(lambda stop: planner.plan(req, stop), self.executor):
+            if isinstance(event, PhaseProgress):
+                tokens[event.phase] = max(tokens.get(event.phase, 0), event.tokens)
+                yield lm_pb2.PlanResponse(
+                    progress=gen_pb2.Progress(
+                        stage=_STAGES.get(event.phase, gen_pb2.STAGE_UNSPECIFIED),
+                        step=event.tokens,
+                        total_steps=event.total_estimate,
+                        fraction=event.tokens / max(event.total_estimate, 1),
+                        message=f"LM phase {event.phase}: {event.tokens} tokens",
+                    )
+                )
+            elif isinstance(event, ItemMetadata):
+                yield lm_pb2.PlanResponse(
+                    metadata=lm_pb2.ItemMetadata(item_index=event.item, metadata=metadata_to_proto(event.metadata))
+                )
+            elif isinstance(event, ItemCodes):
+                yield lm_pb2.PlanResponse(codes=gen_pb2.ItemCodes(item_index=event.item, codes=event.codes))
+            elif isinstance(event, PhaseTimes):
+                for phase, seconds in ((1, event.lm_phase1_time), (2, event.lm_phase2_time)):
+                    self.metrics.phase_seconds.labels("lm", str(phase)).observe(seconds)
+                    self.metrics.tokens.labels("lm", str(phase)).inc(tokens.get(phase, 0))
+                elapsed = time.perf_counter() - start
+                self.metrics.tokens_per_second.labels("lm").set(sum(tokens.values()) / max(elapsed, 1e-9))
+                yield lm_pb2.PlanResponse(
+                    time_costs=gen_pb2.TimeCosts(
+                        seconds={
+                            "lm_phase1_time": event.lm_phase1_time,
+                            "lm_phase2_time": event.lm_phase2_time,
+                            "lm_total_time": event.lm_phase1_time + event.lm_phase2_time,
+                        }
+                    )
+                )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from acestep_serving.flags import add_flag, add_model_flags, add_server_flags
+
+    parser = argparse.ArgumentParser(prog="acestep serve lm", description="ACE-Step 1.5 5 Hz LM planner gRPC service")
+    add_server_flags(parser, default_port=50051)
+    add_model_flags(parser, default_model="acestep-5Hz-lm-0.6B")
+    add_flag(parser, "backend", "torch", "torch (CPU or GPU) or vllm (GPU, optional extra)", choices=["torch", "vllm"])
+    return parser
+
+
+async def start(args: argparse.Namespace, announce=print):
+    from pathlib import Path
+
+    from acestep_serving.runner import start_model_server
+
+    metrics = LMMetrics()
+    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed)
+    servicer = LanguageModelServicer(admission, metrics, max_batch=args.max_batch)
+
+    def load(device: str, dtype: torch.dtype) -> None:
+        servicer.planner = Planner.load(
+            Path(args.checkpoints) / args.model, backend=args.backend, device=device, dtype=dtype
+        )
+
+    return await start_model_server(
+        args,
+        "lm",
+        SERVICE_NAME,
+        lm_pb2_grpc.add_LanguageModelServiceServicer_to_server,
+        servicer,
+        metrics,
+        load,
+        announce,
+    )
+
+
+async def serve(args: argparse.Namespace, announce=print) -> None:
+    from acestep_serving.runner import wait_until_stopped
+
+    await wait_until_stopped(await start(args, announce))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level)
+    asyncio.run(serve(args))

@@ -1,0 +1,110 @@
+"""Prompt text (vs. the checkpoint's chat template and the documented strings), CoT parse/format."""
+
+from __future__ import annotations
+
+import pytest
+
+from lm_service import prompts
+from lm_service.cot import format_cot, parse_cot
+from lm_service.planner import codes_to_string
+
+SYS = "<|im_start|>system\n# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n<|im_end|>\n"
+
+
+@pytest.mark.parametrize(
+    ("caption", "lyrics"),
+    [("calm piano", "[Verse]\nhello"), ("", ""), ("a: b #c", "line1\n\nline2"), ("中文 caption", "[Instrumental]")],
+)
+def test_phase1_prompt_equals_chat_template(planner, caption: str, lyrics: str) -> None:
+    rendered = planner.tokenizer.apply_chat_template(
+        [
+            {"role": "system", "content": f"# Instruction\n{prompts.LM_INSTRUCTION}\n\n"},
+            {"role": "user", "content": f"# Caption\n{caption}\n\n# Lyric\n{lyrics}\n"},
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert prompts.phase1_prompt(caption, lyrics) == rendered
+    user = f"<|im_start|>user\n# Caption\n{caption}\n\n# Lyric\n{lyrics}\n<|im_end|>\n"
+    assert rendered == SYS + user + "<|im_start|>assistant\n"
+
+
+def test_phase2_prompt_equals_chat_template(planner) -> None:
+    cot = "<think>\nbpm: 120\ncaption: x\n</think>"
+    rendered = planner.tokenizer.apply_chat_template(
+        [
+            {"role": "system", "content": f"# Instruction\n{prompts.LM_INSTRUCTION}\n\n"},
+            {"role": "user", "content": "# Caption\ncap\n\n# Lyric\nly\n"},
+            {"role": "assistant", "content": cot},
+        ],
+        tokenize=False,
+        add_generation_prompt=False,
+    )
+    assert prompts.phase2_prompt("cap", "ly", cot) == rendered
+    assert rendered.endswith("<|im_start|>assistant\n<think>\nbpm: 120\ncaption: x\n</think>\n\n<|im_end|>\n")
+
+
+@pytest.mark.parametrize(
+    ("negative", "expected_user"),
+    [
+        ("NO USER INPUT", "<|im_start|>user\n# Lyric\nly\n<|im_end|>\n"),
+        ("   ", "<|im_start|>user\n# Lyric\nly\n<|im_end|>\n"),
+        ("noisy, harsh", "<|im_start|>user\n# Caption\nnoisy, harsh\n\n# Lyric\nly\n<|im_end|>\n"),
+    ],
+)
+def test_phase1_negative_prompt(negative: str, expected_user: str) -> None:
+    assert prompts.phase1_negative_prompt("ly", negative) == SYS + expected_user + "<|im_start|>assistant\n"
+
+
+def test_phase2_negative_prompt_keeps_caption_unless_custom() -> None:
+    default = prompts.phase2_negative_prompt("cap", "ly", "NO USER INPUT")
+    assert "# Caption\ncap\n" in default
+    assert default.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n<|im_end|>\n")
+    assert "# Caption\nbad\n" in prompts.phase2_negative_prompt("cap", "ly", "bad")
+
+
+def test_special_tokens_are_single_ids(planner) -> None:
+    ids = planner.tokenizer.encode(prompts.phase1_prompt("x", "y"), add_special_tokens=False)
+    table = planner.table
+    im_start = planner.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert ids[0] == im_start
+    assert ids.count(im_start) == 3
+    assert ids.count(table.eos_id) == 2
+    assert planner.tokenizer.encode("<|audio_code_65534|>", add_special_tokens=False) == [table.audio_code_base + 65534]
+    assert len(planner.tokenizer) == planner.backend.vocab_size
+
+
+def test_parse_cot_upstream_rules() -> None:
+    text = (
+        "<think>\nbpm: 120\ncaption: A calm piano\n  ballad with strings\nduration: 180\n"
+        "keyscale: F# minor\nlanguage: en\ntimesignature: 4\n<|im_end|>"
+    )
+    meta = parse_cot(text)
+    assert meta == {
+        "bpm": 120,
+        "caption": "A calm piano ballad with strings",
+        "duration": 180,
+        "keyscale": "F# minor",
+        "language": "en",
+        "timesignature": "4",
+    }
+    # The text is cut at the first audio code when there is no </think>.
+    assert parse_cot("bpm: 90\n<|audio_code_1|>duration: 30") == {"bpm": 90}
+    assert parse_cot("bpm: fast\n")["bpm"] == "fast"
+
+
+def test_format_cot_yaml_and_roundtrip() -> None:
+    meta = {"bpm": 120, "caption": "energetic, catchy chorus: perfect", "duration": "30", "keyscale": "B♭ major",
+            "language": "no", "timesignature": "4/4"}  # fmt: skip
+    cot = format_cot(meta)
+    assert cot.startswith("<think>\nbpm: 120\ncaption: 'energetic, catchy chorus: perfect'\nduration: 30\n")
+    assert "keyscale: B♭ major\nlanguage: 'no'\ntimesignature: 4\n</think>" in cot
+    assert format_cot({}) == "<think>\n\n</think>"
+    long_caption = " ".join(["word"] * 40)
+    parsed = parse_cot(format_cot({"caption": long_caption, "bpm": 99}))
+    assert parsed["caption"] == long_caption and parsed["bpm"] == 99
+
+
+def test_codes_to_string() -> None:
+    assert codes_to_string([0, 12, 63999]) == "<|audio_code_0|><|audio_code_12|><|audio_code_63999|>"
+    assert codes_to_string([]) == ""
