@@ -1,0 +1,56 @@
+"""Command-line flags shared by the servers; every flag also reads an ``ACESTEP_*`` environment variable.
+
+Kubernetes manifests set environment variables, people type flags; both reach the same setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+
+def env_default(name: str, default: Any) -> Any:
+    """``ACESTEP_<NAME>`` converted to the default's type, else the default."""
+    raw = os.environ.get(f"ACESTEP_{name.upper()}")
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        return raw.lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def add_flag(parser: argparse.ArgumentParser, name: str, default: Any, help_text: str, **kwargs: Any) -> None:
+    env = f"ACESTEP_{name.upper().replace('-', '_')}"
+    kind = kwargs.pop("type", type(default) if default is not None and not isinstance(default, bool) else str)
+    parser.add_argument(
+        f"--{name}", default=env_default(name.replace("-", "_"), default), type=kind,
+        help=f"{help_text} (env {env}; default {default!r})", **kwargs,
+    )
+
+
+def add_server_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
+    add_flag(parser, "host", "127.0.0.1", "address to listen on; 0.0.0.0 in containers")
+    add_flag(parser, "port", default_port, "gRPC port; 0 picks a free port and prints it")
+    add_flag(parser, "metrics-port", -1, "Prometheus /metrics port; 0 picks one, -1 disables")
+    add_flag(parser, "queue-size", 16, "requests that may wait for a slot before RESOURCE_EXHAUSTED")
+    add_flag(parser, "max-concurrency", 1, "requests running at once")
+    add_flag(parser, "max-message-mb", 64, "largest gRPC message accepted or sent, MiB")
+    add_flag(parser, "tls-cert", "", "PEM certificate chain; enables TLS")
+    add_flag(parser, "tls-key", "", "PEM private key for --tls-cert")
+    add_flag(parser, "tls-client-ca", "", "PEM CA bundle; clients must present a certificate it signed (mTLS)")
+    add_flag(parser, "api-keys", "", "comma-separated API keys accepted in the x-api-key metadata; empty = open")
+    add_flag(parser, "grace-seconds", 30.0, "on SIGTERM, how long in-flight streams may finish")
+    add_flag(parser, "log-level", "INFO", "logging level")
+
+
+def add_model_flags(parser: argparse.ArgumentParser, default_model: str) -> None:
+    add_flag(parser, "checkpoints", "./checkpoints", "checkpoint root in the released ACE-Step 1.5 layout")
+    add_flag(parser, "model", default_model, "model folder under --checkpoints")
+    add_flag(parser, "device", "auto", "cpu, cuda, cuda:N or auto")
+    add_flag(parser, "dtype", "auto", "float32, bfloat16, float16 or auto (bf16 on GPU, fp32 on CPU)")
+    add_flag(parser, "max-batch", 8, "largest batch one request may ask for")

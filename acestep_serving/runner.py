@@ -1,0 +1,72 @@
+"""Start a model server: listen first (NOT_SERVING), load the model on a thread, then go SERVING.
+
+Listening before loading lets Kubernetes' startup probe see a live process during a long load,
+and readiness flips only when requests can really be served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from acestep_serving.devices import resolve_device, resolve_dtype
+from acestep_serving.metrics import ServiceMetrics, serve_metrics
+from acestep_serving.server import GrpcServer, ServerOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningServer:
+    server: GrpcServer
+    port: int
+    metrics_port: int | None
+    loaded: asyncio.Task
+    servicer: object
+
+    @property
+    def address(self) -> str:
+        return f"{self.server.options.host}:{self.port}"
+
+    async def stop(self, grace: float = 0.0) -> None:
+        self.loaded.cancel()
+        await self.server.drain_and_stop(grace)
+
+
+async def start_model_server(
+    args, label: str, service_name: str, add_to_server: Callable, servicer: object, metrics: ServiceMetrics,
+    load: Callable[[str, torch.dtype], None], announce: Callable[[str], None] = print,
+) -> RunningServer:
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    server = GrpcServer([service_name], ServerOptions.from_args(args))
+    server.add(add_to_server, servicer)
+    port = await server.start()
+    announce(f"{label}: listening on {args.host}:{port}")
+    metrics_port = None
+    if args.metrics_port >= 0:
+        metrics_port = serve_metrics(metrics.registry, args.metrics_port, args.host)
+        announce(f"{label}: metrics on http://{args.host}:{metrics_port}/metrics")
+
+    async def load_then_serve() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, load, device, dtype)
+        metrics.ready.labels(metrics.service).set(1)
+        await server.set_serving(True)
+        announce(f"{label}: model {args.model} loaded on {device} ({str(dtype).removeprefix('torch.')}); serving")
+
+    return RunningServer(server, port, metrics_port, asyncio.create_task(load_then_serve()), servicer)
+
+
+async def wait_until_stopped(running: RunningServer) -> None:
+    """Serve until SIGTERM/SIGINT (then drain) or until the model fails to load (then exit with its error)."""
+    waiter = asyncio.ensure_future(running.server.wait_for_termination())
+    done, _ = await asyncio.wait([running.loaded, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if running.loaded in done and running.loaded.exception() is not None:
+        await running.server.drain_and_stop(0)
+        raise running.loaded.exception()
+    await waiter

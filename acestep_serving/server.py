@@ -1,0 +1,145 @@
+"""The gRPC server every service runs: health, reflection, limits, TLS, API keys, graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+_OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+@dataclass
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_message_bytes: int = 64 * 1024 * 1024
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    api_keys: Sequence[str] = field(default_factory=tuple)
+    grace_seconds: float = 30.0
+
+    @classmethod
+    def from_args(cls, args) -> ServerOptions:
+        return cls(
+            host=args.host, port=args.port, max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+            tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+            api_keys=tuple(k for k in args.api_keys.split(",") if k), grace_seconds=args.grace_seconds,
+        )
+
+
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects calls without a known ``x-api-key`` (health and reflection stay open for probes)."""
+
+    def __init__(self, keys: Sequence[str]):
+        self._keys = frozenset(keys)
+
+        async def deny(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown x-api-key metadata")
+
+        self._deny = {
+            (False, False): grpc.unary_unary_rpc_method_handler(deny),
+            (False, True): grpc.unary_stream_rpc_method_handler(deny),
+            (True, False): grpc.stream_unary_rpc_method_handler(deny),
+            (True, True): grpc.stream_stream_rpc_method_handler(deny),
+        }
+
+    async def intercept_service(self, continuation, details):
+        if details.method.startswith(_OPEN_METHODS):
+            return await continuation(details)
+        metadata = dict(details.invocation_metadata or ())
+        if metadata.get("x-api-key") in self._keys:
+            return await continuation(details)
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        return self._deny[(handler.request_streaming, handler.response_streaming)]
+
+
+class GrpcServer:
+    """A grpc.aio server that reports NOT_SERVING until :meth:`set_serving` is called."""
+
+    def __init__(self, service_names: Sequence[str], options: ServerOptions):
+        self.options = options
+        self.service_names = list(service_names)
+        limits = [
+            ("grpc.max_send_message_length", options.max_message_bytes),
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ]
+        interceptors = [ApiKeyInterceptor(options.api_keys)] if options.api_keys else []
+        self.server = grpc.aio.server(options=limits, interceptors=interceptors)
+        self.health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port = 0
+        self.serving = False
+
+    def add(self, add_to_server: Callable, servicer: object) -> None:
+        add_to_server(servicer, self.server)
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        o = self.options
+        if not o.tls_cert:
+            return None
+        pair = [(Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes())]
+        client_ca = Path(o.tls_client_ca).read_bytes() if o.tls_client_ca else None
+        return grpc.ssl_server_credentials(pair, root_certificates=client_ca, require_client_auth=bool(client_ca))
+
+    async def start(self) -> int:
+        address = f"{self.options.host}:{self.options.port}"
+        credentials = self._credentials()
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
+        await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        return self.port
+
+    async def _set_status(self, status) -> None:
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def set_serving(self, serving: bool = True) -> None:
+        self.serving = serving
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self._set_status(status)
+
+    async def drain_and_stop(self, grace: float | None = None) -> None:
+        """Readiness goes NOT_SERVING first so load balancers move away, then streams get ``grace``."""
+        await self.set_serving(False)
+        await self.server.stop(self.options.grace_seconds if grace is None else grace)
+
+    async def wait_for_termination(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(sig, stopping.set)
+        done = asyncio.ensure_future(self.server.wait_for_termination())
+        signal_wait = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait([done, signal_wait], return_when=asyncio.FIRST_COMPLETED)
+        if stopping.is_set():
+            log.info("signal received: draining for up to %.0f s", self.options.grace_seconds)
+            await self.drain_and_stop()
+        signal_wait.cancel()
+        await done
