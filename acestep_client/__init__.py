@@ -10,8 +10,32 @@ from acestep_client.errors import (
 )
 from acestep_client.types import GenerationConfig, GenerationParams, GenerationResult
 
+# The clients pull in grpc; model code imports acestep_client.errors/types and must not, so these
+# names load on first use.
+_LAZY = {
+    "AceStepClient": "acestep_client.client",
+    "AsyncAceStepClient": "acestep_client.client",
+    "generate_music": "acestep_client.api",
+    "RemoteDiT": "acestep_client.handles",
+    "RemoteLM": "acestep_client.handles",
+    "RemoteOrchestrator": "acestep_client.handles",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'acestep_client' has no attribute {name!r}")
+
+
 __all__ = [
+    "AceStepClient",
     "AceStepError",
+    "AsyncAceStepClient",
     "Cancelled",
     "FailedPrecondition",
     "GenerationConfig",
@@ -19,5 +43,9 @@ __all__ = [
     "GenerationResult",
     "InvalidArgument",
     "NotFound",
+    "RemoteDiT",
+    "RemoteLM",
+    "RemoteOrchestrator",
     "ResourceExhausted",
+    "generate_music",
 ]

@@ -5,6 +5,7 @@ Arrays are float32, channels first (``[channels, samples]``), as the API's tenso
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -36,6 +37,13 @@ def encode_audio(audio: np.ndarray, sample_rate: int, audio_format: str) -> byte
     return buffer.getvalue()
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, audio_format: str) -> Path:
     """Write atomically (temp file + rename), so a failure never leaves a partial file behind."""
     path = Path(path)
@@ -43,6 +51,7 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, au
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)

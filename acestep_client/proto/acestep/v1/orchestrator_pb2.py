@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from acestep_client.proto.acestep.v1 import generation_pb2 as acestep_dot_v1_dot_generation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x63\x65step/v1/orchestrator.proto\x12\nacestep.v1\x1a\x1b\x61\x63\x65step/v1/generation.proto\"\xe2\x01\n\x14GenerateMusicRequest\x12,\n\x06params\x18\x01 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12,\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1c.acestep.v1.GenerationConfig\x12)\n\tsrc_audio\x18\x03 \x01(\x0b\x32\x16.acestep.v1.AudioInput\x12/\n\x0freference_audio\x18\x04 \x01(\x0b\x32\x16.acestep.v1.AudioInput\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xa5\x01\n\nItemResult\x12\x12\n\nitem_index\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x0b\n\x03key\x18\x03 \x01(\t\x12,\n\x06params\x18\x04 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12\x12\n\nnum_frames\x18\x05 \x01(\x03\x12\x16\n\x0esample_rate_hz\x18\x06 \x01(\x05\x12\x0e\n\x06silent\x18\x07 \x01(\x08\";\n\x0eGenerationDone\x12\x16\n\x0estatus_message\x18\x01 \x01(\t\x12\x11\n\tnum_items\x18\x02 \x01(\x05\"\xb0\x02\n\x15GenerateMusicResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12-\n\x0blm_metadata\x18\x02 \x01(\x0b\x32\x16.acestep.v1.LmMetadataH\x00\x12-\n\x0b\x61udio_chunk\x18\x03 \x01(\x0b\x32\x16.acestep.v1.AudioChunkH\x00\x12-\n\x0bitem_result\x18\x04 \x01(\x0b\x32\x16.acestep.v1.ItemResultH\x00\x12+\n\ntime_costs\x18\x05 \x01(\x0b\x32\x15.acestep.v1.TimeCostsH\x00\x12*\n\x04\x64one\x18\x06 \x01(\x0b\x32\x1a.acestep.v1.GenerationDoneH\x00\x42\x07\n\x05\x65vent2p\n\x16MusicGenerationService\x12V\n\rGenerateMusic\x12 .acestep.v1.GenerateMusicRequest\x1a!.acestep.v1.GenerateMusicResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x63\x65step/v1/orchestrator.proto\x12\nacestep.v1\x1a\x1b\x61\x63\x65step/v1/generation.proto\"\xe2\x01\n\x14GenerateMusicRequest\x12,\n\x06params\x18\x01 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12,\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1c.acestep.v1.GenerationConfig\x12)\n\tsrc_audio\x18\x03 \x01(\x0b\x32\x16.acestep.v1.AudioInput\x12/\n\x0freference_audio\x18\x04 \x01(\x0b\x32\x16.acestep.v1.AudioInput\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xb3\x01\n\nItemResult\x12\x12\n\nitem_index\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x0b\n\x03key\x18\x03 \x01(\t\x12,\n\x06params\x18\x04 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12\x12\n\nnum_frames\x18\x05 \x01(\x03\x12\x16\n\x0esample_rate_hz\x18\x06 \x01(\x05\x12\x0e\n\x06silent\x18\x07 \x01(\x08\x12\x0c\n\x04gain\x18\x08 \x01(\x01\";\n\x0eGenerationDone\x12\x16\n\x0estatus_message\x18\x01 \x01(\t\x12\x11\n\tnum_items\x18\x02 \x01(\x05\"\xb0\x02\n\x15GenerateMusicResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12-\n\x0blm_metadata\x18\x02 \x01(\x0b\x32\x16.acestep.v1.LmMetadataH\x00\x12-\n\x0b\x61udio_chunk\x18\x03 \x01(\x0b\x32\x16.acestep.v1.AudioChunkH\x00\x12-\n\x0bitem_result\x18\x04 \x01(\x0b\x32\x16.acestep.v1.ItemResultH\x00\x12+\n\ntime_costs\x18\x05 \x01(\x0b\x32\x15.acestep.v1.TimeCostsH\x00\x12*\n\x04\x64one\x18\x06 \x01(\x0b\x32\x1a.acestep.v1.GenerationDoneH\x00\x42\x07\n\x05\x65vent2p\n\x16MusicGenerationService\x12V\n\rGenerateMusic\x12 .acestep.v1.GenerateMusicRequest\x1a!.acestep.v1.GenerateMusicResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEMUSICREQUEST']._serialized_start=75
   _globals['_GENERATEMUSICREQUEST']._serialized_end=301
   _globals['_ITEMRESULT']._serialized_start=304
-  _globals['_ITEMRESULT']._serialized_end=469
-  _globals['_GENERATIONDONE']._serialized_start=471
-  _globals['_GENERATIONDONE']._serialized_end=530
-  _globals['_GENERATEMUSICRESPONSE']._serialized_start=533
-  _globals['_GENERATEMUSICRESPONSE']._serialized_end=837
-  _globals['_MUSICGENERATIONSERVICE']._serialized_start=839
-  _globals['_MUSICGENERATIONSERVICE']._serialized_end=951
+  _globals['_ITEMRESULT']._serialized_end=483
+  _globals['_GENERATIONDONE']._serialized_start=485
+  _globals['_GENERATIONDONE']._serialized_end=544
+  _globals['_GENERATEMUSICRESPONSE']._serialized_start=547
+  _globals['_GENERATEMUSICRESPONSE']._serialized_end=851
+  _globals['_MUSICGENERATIONSERVICE']._serialized_start=853
+  _globals['_MUSICGENERATIONSERVICE']._serialized_end=965
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ class GenerateMusicRequest(_message.Message):
     def __init__(self, params: _Optional[_Union[_generation_pb2.GenerationParams, _Mapping]] = ..., config: _Optional[_Union[_generation_pb2.GenerationConfig, _Mapping]] = ..., src_audio: _Optional[_Union[_generation_pb2.AudioInput, _Mapping]] = ..., reference_audio: _Optional[_Union[_generation_pb2.AudioInput, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ItemResult(_message.Message):
-    __slots__ = ("item_index", "seed", "key", "params", "num_frames", "sample_rate_hz", "silent")
+    __slots__ = ("item_index", "seed", "key", "params", "num_frames", "sample_rate_hz", "silent", "gain")
     ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class ItemResult(_message.Message):
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     SILENT_FIELD_NUMBER: _ClassVar[int]
+    GAIN_FIELD_NUMBER: _ClassVar[int]
     item_index: int
     seed: int
     key: str
@@ -36,7 +37,8 @@ class ItemResult(_message.Message):
     num_frames: int
     sample_rate_hz: int
     silent: bool
-    def __init__(self, item_index: _Optional[int] = ..., seed: _Optional[int] = ..., key: _Optional[str] = ..., params: _Optional[_Union[_generation_pb2.GenerationParams, _Mapping]] = ..., num_frames: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., silent: _Optional[bool] = ...) -> None: ...
+    gain: float
+    def __init__(self, item_index: _Optional[int] = ..., seed: _Optional[int] = ..., key: _Optional[str] = ..., params: _Optional[_Union[_generation_pb2.GenerationParams, _Mapping]] = ..., num_frames: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., silent: _Optional[bool] = ..., gain: _Optional[float] = ...) -> None: ...
 
 class GenerationDone(_message.Message):
     __slots__ = ("status_message", "num_items")

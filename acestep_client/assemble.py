@@ -1,0 +1,255 @@
+"""Turning a GenerateMusic event stream into the API's GenerationResult.
+
+The stream carries audio as float32 chunks per batch item (any order, any split), then one
+ItemResult per item with its seed, key, final params, length and gain. Files are written only
+after the stream ended with ``done``, so a failed call never leaves files behind.
+
+Decisions, kept here so there is one place to read them:
+- ``audios[i]["path"]`` is ``None`` when ``save_dir`` is None (nothing is written), and for silent
+  items (``audios[i]["silent"]`` True), which are never written, like the reference.
+- ``audios[i]["tensor"]`` is a CPU float32 torch tensor ``[2, samples]``; a numpy array when torch
+  is not installed (the SDK does not require torch).
+- A gain of 0 is proto3's "unset" and means 1.0.
+- ``extra_outputs["lm_metadata"]`` is the first LmMetadata of the stream, present only if one came.
+- Errors become ``success=False`` with ``error = "<GRPC_CODE>: <details>"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from acestep_client import errors
+from acestep_client.audio_io import pcm_array, write_audio
+from acestep_client.constants import CHANNELS, SAMPLE_RATE
+from acestep_client.convert import params_from_proto
+from acestep_client.keys import audio_key
+from acestep_client.proto.acestep.v1 import generation_pb2, orchestrator_pb2
+from acestep_client.types import GenerationResult
+
+ProgressCallback = Callable[..., Any]
+
+_ERROR_CODES: list[tuple[type[BaseException], str]] = [
+    (errors.InvalidArgument, "INVALID_ARGUMENT"),
+    (errors.FailedPrecondition, "FAILED_PRECONDITION"),
+    (errors.NotFound, "NOT_FOUND"),
+    (errors.ResourceExhausted, "RESOURCE_EXHAUSTED"),
+    (errors.Cancelled, "CANCELLED"),
+]
+
+
+class CallError(Exception):
+    """A failure reported as ``code: details`` (a broken stream, a missing pipeline...), code as gRPC names it."""
+
+    def __init__(self, code: str, details: str):
+        self.code = code
+        self.details = details
+        super().__init__(f"{code}: {details}")
+
+
+def error_text(exc: BaseException) -> str:
+    """``"<CODE>: <details>"`` for a gRPC error, a project error or anything else."""
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        code = exc.code()
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        return f"{code.name if code is not None else 'UNKNOWN'}: {details}"
+    if isinstance(exc, CallError):
+        return str(exc)
+    for kind, code in _ERROR_CODES:
+        if isinstance(exc, kind):
+            return f"{code}: {exc}"
+    if isinstance(exc, OSError):
+        return f"INTERNAL: {type(exc).__name__}: {exc}"
+    return f"UNKNOWN: {type(exc).__name__}: {exc}"
+
+
+def _to_tensor(audio: np.ndarray) -> Any:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is installed wherever the tests run
+        return audio
+    return torch.from_numpy(audio)
+
+
+def _lm_metadata(message: generation_pb2.LmMetadata) -> dict[str, Any]:
+    return {
+        "bpm": message.bpm if message.HasField("bpm") else None,
+        "caption": message.caption,
+        "duration": message.duration if message.HasField("duration") else None,
+        "keyscale": message.keyscale,
+        "language": message.language,
+        "timesignature": message.timesignature,
+    }
+
+
+class StreamAssembler:
+    """Collects one stream's events; :meth:`result` builds the GenerationResult and writes files."""
+
+    def __init__(self, progress: ProgressCallback | None = None):
+        self._progress = progress
+        self._fraction = 0.0
+        self._chunks: dict[int, list[tuple[int, np.ndarray]]] = {}
+        self._items: dict[int, orchestrator_pb2.ItemResult] = {}
+        self._lm_metadata: dict[str, Any] | None = None
+        self._time_costs: dict[str, float] = {}
+        self._done: orchestrator_pb2.GenerationDone | None = None
+
+    def feed(self, event: orchestrator_pb2.GenerateMusicResponse) -> None:
+        kind = event.WhichOneof("event")
+        if self._done is not None and kind is not None:
+            raise CallError("DATA_LOSS", f"{kind} event after done")
+        if kind == "progress":
+            self._on_progress(event.progress)
+        elif kind == "lm_metadata":
+            if self._lm_metadata is None:
+                self._lm_metadata = _lm_metadata(event.lm_metadata)
+        elif kind == "audio_chunk":
+            chunk = event.audio_chunk
+            if chunk.start_frame < 0:
+                raise CallError("DATA_LOSS", f"audio chunk of item {chunk.item_index} at frame {chunk.start_frame}")
+            audio = pcm_array(chunk.pcm_f32le, chunk.channels or CHANNELS)
+            self._chunks.setdefault(chunk.item_index, []).append((chunk.start_frame, audio))
+        elif kind == "item_result":
+            self._items[event.item_result.item_index] = event.item_result
+        elif kind == "time_costs":
+            self._time_costs.update(event.time_costs.seconds)
+        elif kind == "done":
+            self._done = event.done
+
+    def _on_progress(self, message: generation_pb2.Progress) -> None:
+        fraction = message.fraction if math.isfinite(message.fraction) else 0.0
+        self._fraction = max(self._fraction, min(1.0, max(0.0, fraction)))  # never backwards
+        if self._progress is not None:
+            desc = message.message or generation_pb2.Stage.Name(message.stage).removeprefix("STAGE_").lower()
+            self._progress(self._fraction, desc=desc)
+
+    def finish_progress(self) -> None:
+        """Report 1.0 once at the end if the stream's progress stopped short of it."""
+        if self._progress is not None and self._fraction < 1.0:
+            self._fraction = 1.0
+            self._progress(1.0, desc="done")
+
+    def _item_audio(self, item: orchestrator_pb2.ItemResult) -> np.ndarray:
+        chunks = self._chunks.get(item.item_index, [])
+        frames = max([item.num_frames] + [start + audio.shape[1] for start, audio in chunks])
+        channels = max([CHANNELS] + [audio.shape[0] for _, audio in chunks])
+        out = np.zeros((channels, frames), dtype=np.float32)
+        for start, audio in chunks:
+            out[: audio.shape[0], start : start + audio.shape[1]] = audio
+        if item.num_frames > 0:
+            out = out[:, : item.num_frames]
+        gain = item.gain if item.gain != 0.0 and math.isfinite(item.gain) else 1.0
+        if gain != 1.0:
+            out *= np.float32(gain)
+        return out
+
+    def _audio_dict(self, item: orchestrator_pb2.ItemResult, audio: np.ndarray) -> dict[str, Any]:
+        params = params_from_proto(item.params).to_dict()
+        if not item.params.HasField("seed"):
+            params["seed"] = int(item.seed)
+        return {
+            "path": None,
+            "tensor": _to_tensor(audio),
+            "key": item.key or audio_key(params),
+            "sample_rate": item.sample_rate_hz or SAMPLE_RATE,
+            "params": params,
+            "silent": bool(item.silent),
+        }
+
+    def result(self, save_dir: str | Path | None = None, audio_format: str = "flac") -> GenerationResult:
+        """The finished result; raises CallError when the stream was incomplete or inconsistent."""
+        if self._done is None:
+            raise CallError("DATA_LOSS", "the stream ended without a done event")
+        orphans = sorted(set(self._chunks) - set(self._items))
+        if orphans:
+            raise CallError("DATA_LOSS", f"audio for item(s) {orphans} without an item result")
+        if self._done.num_items and self._done.num_items != len(self._items):
+            raise CallError(
+                "DATA_LOSS", f"done announced {self._done.num_items} items, the stream carried {len(self._items)}"
+            )
+        audios = [self._audio_dict(item, self._item_audio(item)) for _, item in sorted(self._items.items())]
+        if save_dir is not None:
+            _write_all(audios, Path(save_dir), audio_format)
+        extra: dict[str, Any] = {"time_costs": dict(self._time_costs)}
+        if self._lm_metadata is not None:
+            extra["lm_metadata"] = self._lm_metadata
+        return GenerationResult(
+            audios=audios, status_message=self._done.status_message, extra_outputs=extra, success=True, error=None
+        )
+
+
+def _write_all(audios: list[dict[str, Any]], save_dir: Path, audio_format: str) -> None:
+    """Write every non-silent item; on any failure remove what this call wrote, then re-raise."""
+    written: list[Path] = []
+    try:
+        for audio in audios:
+            if audio["silent"]:
+                continue
+            samples = audio["tensor"]
+            samples = samples.numpy() if hasattr(samples, "numpy") else samples
+            path = write_audio(save_dir / f"{audio['key']}.{audio_format}", samples, audio["sample_rate"], audio_format)
+            written.append(path)
+            audio["path"] = str(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for audio in audios:
+            audio["path"] = None
+        raise
+
+
+def failed(exc: BaseException) -> GenerationResult:
+    """The GenerationResult of a call that failed with ``exc``."""
+    text = error_text(exc)
+    return GenerationResult(audios=[], status_message=f"Error: {text}", extra_outputs={}, success=False, error=text)
+
+
+def assemble(
+    events: Iterable[orchestrator_pb2.GenerateMusicResponse],
+    save_dir: str | Path | None = None,
+    audio_format: str = "flac",
+    progress: ProgressCallback | None = None,
+) -> GenerationResult:
+    """Consume a (sync) event stream; gRPC and protocol errors become ``success=False``."""
+    assembler = StreamAssembler(progress)
+    try:
+        for event in events:
+            assembler.feed(event)
+        result = assembler.result(save_dir, audio_format)
+    except (grpc.RpcError, CallError, errors.AceStepError, OSError) as exc:
+        return failed(exc)
+    finally:
+        close = getattr(events, "close", None)  # cancels the RPC when we stopped early
+        if close is not None:
+            close()
+    assembler.finish_progress()
+    return result
+
+
+async def assemble_async(
+    events: AsyncIterable[orchestrator_pb2.GenerateMusicResponse],
+    save_dir: str | Path | None = None,
+    audio_format: str = "flac",
+    progress: ProgressCallback | None = None,
+) -> GenerationResult:
+    """:func:`assemble` for an async event stream (grpc.aio or the in-process pipeline)."""
+    assembler = StreamAssembler(progress)
+    try:
+        async for event in events:
+            assembler.feed(event)
+        # Encoding flac/mp3 takes a while for long batches: keep the event loop free meanwhile.
+        result = await asyncio.to_thread(assembler.result, save_dir, audio_format)
+    except (grpc.RpcError, CallError, errors.AceStepError, OSError) as exc:
+        return failed(exc)
+    finally:
+        aclose = getattr(events, "aclose", None)  # cancels the RPC when we stopped early
+        if aclose is not None:
+            await aclose()
+    assembler.finish_progress()
+    return result

@@ -1,0 +1,238 @@
+"""gRPC clients of MusicGenerationService: a blocking one and a grpc.aio one with the same options.
+
+Both validate and read uploads locally (``InvalidArgument`` before any network call), then either
+hand back the raw event stream (:meth:`stream`) or assemble it into a GenerationResult
+(:meth:`generate`), exactly as the in-process API returns it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from acestep_client.assemble import ProgressCallback, assemble, assemble_async
+from acestep_client.proto.acestep.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from acestep_client.request import build_request, request_audio_format
+from acestep_client.types import GenerationConfig, GenerationParams, GenerationResult
+
+Pem = bytes | str | os.PathLike | None
+API_KEY_HEADER = "x-api-key"
+
+
+def _pem(value: Pem) -> bytes | None:
+    """PEM bytes as given, or read from a file path (a str holding PEM text is taken as is)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    text = os.fspath(value)
+    if text.lstrip().startswith("-----BEGIN"):
+        return text.encode()
+    return Path(text).expanduser().read_bytes()
+
+
+class _Options:
+    """What both clients share: channel options, credentials, per-call metadata and deadline."""
+
+    def __init__(
+        self,
+        target: str,
+        api_key: str | None,
+        root_certificates: Pem,
+        private_key: Pem,
+        certificate_chain: Pem,
+        timeout: float | None,
+        max_message_mb: int,
+    ):
+        if (private_key is None) != (certificate_chain is None):
+            raise ValueError("mTLS needs both private_key and certificate_chain")
+        self.target = target
+        self.timeout = timeout
+        self.max_upload_bytes = max_message_mb * 1024 * 1024
+        self.metadata: tuple[tuple[str, str], ...] = ((API_KEY_HEADER, api_key),) if api_key else ()
+        self.channel_options = [
+            ("grpc.max_receive_message_length", self.max_upload_bytes),
+            ("grpc.max_send_message_length", self.max_upload_bytes),
+        ]
+        self.credentials: grpc.ChannelCredentials | None = None
+        if root_certificates is not None or private_key is not None:
+            self.credentials = grpc.ssl_channel_credentials(
+                root_certificates=_pem(root_certificates),
+                private_key=_pem(private_key),
+                certificate_chain=_pem(certificate_chain),
+            )
+
+    def deadline(self, timeout: float | None) -> float | None:
+        return timeout if timeout is not None else self.timeout
+
+
+class AceStepClient:
+    """Blocking client. ``with AceStepClient("host:50051") as c: result = c.generate(params, config)``."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        root_certificates: Pem = None,
+        private_key: Pem = None,
+        certificate_chain: Pem = None,
+        timeout: float | None = None,
+        max_message_mb: int = 64,
+    ):
+        self._opts = _Options(
+            target, api_key, root_certificates, private_key, certificate_chain, timeout, max_message_mb
+        )
+        if self._opts.credentials is not None:
+            self._channel = grpc.secure_channel(target, self._opts.credentials, options=self._opts.channel_options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=self._opts.channel_options)
+        self._stub = orchestrator_pb2_grpc.MusicGenerationServiceStub(self._channel)
+
+    @property
+    def target(self) -> str:
+        return self._opts.target
+
+    def build_request(
+        self, params: GenerationParams, config: GenerationConfig
+    ) -> orchestrator_pb2.GenerateMusicRequest:
+        """Validate and read uploads (raises InvalidArgument); no network."""
+        return build_request(params, config, max_upload_bytes=self._opts.max_upload_bytes)
+
+    def stream(
+        self, params: GenerationParams, config: GenerationConfig, *, timeout: float | None = None
+    ) -> Iterator[orchestrator_pb2.GenerateMusicResponse]:
+        """The raw event stream; validates eagerly. Raises grpc.RpcError while iterating on failure."""
+        return self.stream_request(self.build_request(params, config), timeout=timeout)
+
+    def stream_request(
+        self, request: orchestrator_pb2.GenerateMusicRequest, *, timeout: float | None = None
+    ) -> Iterator[orchestrator_pb2.GenerateMusicResponse]:
+        """The event stream of an already built request."""
+        call = self._stub.GenerateMusic(request, timeout=self._opts.deadline(timeout), metadata=self._opts.metadata)
+        return _cancel_on_close(call)
+
+    def generate(
+        self,
+        params: GenerationParams,
+        config: GenerationConfig,
+        save_dir: str | os.PathLike | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> GenerationResult:
+        """One generate_music call; server and transport errors give ``success=False``."""
+        return self.generate_request(self.build_request(params, config), save_dir, progress, timeout)
+
+    def generate_request(
+        self,
+        request: orchestrator_pb2.GenerateMusicRequest,
+        save_dir: str | os.PathLike | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> GenerationResult:
+        events = self.stream_request(request, timeout=timeout)
+        return assemble(events, save_dir, request_audio_format(request), progress)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> AceStepClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _cancel_on_close(call: Any) -> Iterator[orchestrator_pb2.GenerateMusicResponse]:
+    """Iterate ``call``; abandoning the iterator cancels the RPC so the server stops working."""
+    try:
+        yield from call
+    finally:
+        call.cancel()
+
+
+class AsyncAceStepClient:
+    """grpc.aio client; create and use it inside one running event loop."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        root_certificates: Pem = None,
+        private_key: Pem = None,
+        certificate_chain: Pem = None,
+        timeout: float | None = None,
+        max_message_mb: int = 64,
+    ):
+        self._opts = _Options(
+            target, api_key, root_certificates, private_key, certificate_chain, timeout, max_message_mb
+        )
+        if self._opts.credentials is not None:
+            self._channel = grpc.aio.secure_channel(target, self._opts.credentials, options=self._opts.channel_options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=self._opts.channel_options)
+        self._stub = orchestrator_pb2_grpc.MusicGenerationServiceStub(self._channel)
+
+    @property
+    def target(self) -> str:
+        return self._opts.target
+
+    def build_request(
+        self, params: GenerationParams, config: GenerationConfig
+    ) -> orchestrator_pb2.GenerateMusicRequest:
+        """Validate and read uploads (raises InvalidArgument); no network."""
+        return build_request(params, config, max_upload_bytes=self._opts.max_upload_bytes)
+
+    def stream(
+        self, params: GenerationParams, config: GenerationConfig, *, timeout: float | None = None
+    ) -> AsyncIterator[orchestrator_pb2.GenerateMusicResponse]:
+        """The raw event stream (``async for``); validates eagerly, at the call."""
+        return self.stream_request(self.build_request(params, config), timeout=timeout)
+
+    def stream_request(
+        self, request: orchestrator_pb2.GenerateMusicRequest, *, timeout: float | None = None
+    ) -> AsyncIterator[orchestrator_pb2.GenerateMusicResponse]:
+        return self._events(request, self._opts.deadline(timeout))
+
+    async def _events(
+        self, request: orchestrator_pb2.GenerateMusicRequest, timeout: float | None
+    ) -> AsyncIterator[orchestrator_pb2.GenerateMusicResponse]:
+        call = self._stub.GenerateMusic(request, timeout=timeout, metadata=self._opts.metadata)
+        try:
+            async for event in call:
+                yield event
+        finally:
+            call.cancel()
+
+    async def generate(
+        self,
+        params: GenerationParams,
+        config: GenerationConfig,
+        save_dir: str | os.PathLike | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> GenerationResult:
+        """One generate_music call; server and transport errors give ``success=False``."""
+        return await self.generate_request(self.build_request(params, config), save_dir, progress, timeout)
+
+    async def generate_request(
+        self,
+        request: orchestrator_pb2.GenerateMusicRequest,
+        save_dir: str | os.PathLike | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> GenerationResult:
+        events = self.stream_request(request, timeout=timeout)
+        return await assemble_async(events, save_dir, request_audio_format(request), progress)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncAceStepClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()

@@ -1,0 +1,74 @@
+"""Building a GenerateMusicRequest: validation plus the upload bytes, before anything goes on the wire.
+
+Every SDK entry point (both clients, ``generate_music``, the CLI) builds its request here, so a bad
+field or a missing file fails the same way, locally, with ``InvalidArgument`` naming the field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from acestep_client.audio_io import detect_format
+from acestep_client.convert import config_to_proto, params_to_proto
+from acestep_client.errors import InvalidArgument
+from acestep_client.proto.acestep.v1 import generation_pb2, orchestrator_pb2
+from acestep_client.types import GenerationConfig, GenerationParams
+from acestep_client.validation import validate_config, validate_params
+
+_FORMAT_ENUM = {
+    "flac": generation_pb2.AUDIO_FORMAT_FLAC,
+    "wav": generation_pb2.AUDIO_FORMAT_WAV,
+    "mp3": generation_pb2.AUDIO_FORMAT_MP3,
+}
+DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+
+
+def read_upload(field: str, path: str, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> generation_pb2.AudioInput:
+    """The file at ``path`` as an AudioInput with its detected container; errors name ``field``."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InvalidArgument(field, f"file not found: {path}")
+    size = file.stat().st_size
+    if size > max_bytes:
+        raise InvalidArgument(field, f"is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB upload limit")
+    data = file.read_bytes()
+    try:
+        audio_format = detect_format(data)
+    except InvalidArgument as exc:
+        raise InvalidArgument(field, f"{path} is not a wav, flac or mp3 file") from exc
+    return generation_pb2.AudioInput(data=data, format=_FORMAT_ENUM[audio_format], filename=file.name)
+
+
+def build_request(
+    params: GenerationParams,
+    config: GenerationConfig,
+    *,
+    request_id: str | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+) -> orchestrator_pb2.GenerateMusicRequest:
+    """Validate ``params``/``config`` and read their audio files; raises InvalidArgument on bad input."""
+    if not isinstance(params, GenerationParams):
+        raise InvalidArgument("params", f"must be a GenerationParams, got {type(params).__name__}")
+    if not isinstance(config, GenerationConfig):
+        raise InvalidArgument("config", f"must be a GenerationConfig, got {type(config).__name__}")
+    validate_params(params)
+    validate_config(config)
+    request = orchestrator_pb2.GenerateMusicRequest(
+        params=params_to_proto(params),
+        config=config_to_proto(config),
+        request_id=request_id or uuid.uuid4().hex,
+    )
+    if params.src_audio is not None:
+        request.src_audio.CopyFrom(read_upload("src_audio", params.src_audio, max_upload_bytes))
+    if params.reference_audio is not None:
+        request.reference_audio.CopyFrom(read_upload("reference_audio", params.reference_audio, max_upload_bytes))
+    return request
+
+
+def request_audio_format(request: orchestrator_pb2.GenerateMusicRequest) -> str:
+    """The output container a request asked for ('flac' when unspecified, as the API's default)."""
+    for name, number in _FORMAT_ENUM.items():
+        if request.config.audio_format == number:
+            return name
+    return "flac"
