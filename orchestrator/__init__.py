@@ -1,0 +1,1 @@
+"""The front service: generate_music over the LM and DiT services."""

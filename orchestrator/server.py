@@ -1,0 +1,141 @@
+"""acestep.v1.MusicGenerationService: the front door, a thin gRPC shell over pipeline.generate_events."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from acestep_client.convert import params_from_proto
+from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestrator_pb2_grpc
+from acestep_serving.admission import Admission
+from acestep_serving.errors import abort_with
+from acestep_serving.metrics import ServiceMetrics, serve_metrics
+from acestep_serving.server import GrpcServer, ServerOptions
+from orchestrator.pipeline import Backends, generate_events
+from orchestrator.replicas import ReplicaPool, parse_targets
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "acestep.v1.MusicGenerationService"
+RTF_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250)
+
+
+class OrchestratorMetrics(ServiceMetrics):
+    def __init__(self) -> None:
+        super().__init__("orchestrator")
+        self.generations = self.counter("acestep_generations_total", "generate_music calls by task and code.",
+                                        ("task_type", "code"))
+        self.e2e_seconds = self.histogram("acestep_generation_duration_seconds", "End-to-end latency.")
+        self.first_audio_seconds = self.histogram("acestep_time_to_first_audio_seconds",
+                                                  "Request start to the first audio chunk.")
+        self.rtf = self.histogram("acestep_real_time_factor", "Audio seconds produced per wall second.",
+                                  buckets=RTF_BUCKETS)
+
+
+class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServicer):
+    def __init__(self, backends: Backends, admission: Admission, metrics: OrchestratorMetrics):
+        self.backends = backends
+        self.admission = admission
+        self.metrics = metrics
+
+    async def GenerateMusic(self, request, context):
+        task_type = params_from_proto(request.params).task_type if request.HasField("params") else "text2music"
+        start = time.perf_counter()
+        audio_frames = 0
+        with self.metrics.track("GenerateMusic") as outcome:
+            try:
+                async with self.admission.slot():
+                    events = generate_events(
+                        request, self.backends, timeout=context.time_remaining,
+                        on_first_audio=self.metrics.first_audio_seconds.labels("orchestrator").observe)
+                    async for event in events:
+                        if event.WhichOneof("event") == "item_result":
+                            audio_frames += event.item_result.num_frames
+                        yield event
+                elapsed = time.perf_counter() - start
+                self.metrics.e2e_seconds.labels("orchestrator").observe(elapsed)
+                self.metrics.rtf.labels("orchestrator").observe(audio_frames / 48_000 / max(elapsed, 1e-9))
+            except (asyncio.CancelledError, GeneratorExit):
+                outcome["code"] = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AioRpcError as exc:  # a downstream status passes through unchanged
+                outcome["code"] = exc.code()
+                await context.abort(exc.code(), exc.details() or exc.code().name)
+            except Exception as exc:
+                await abort_with(context, exc, outcome)
+            finally:
+                self.metrics.generations.labels("orchestrator", task_type, outcome["code"].name).inc()
+
+
+@dataclass
+class RunningOrchestrator:
+    server: GrpcServer
+    port: int
+    metrics_port: int | None
+    backends: Backends
+
+    async def stop(self, grace: float = 0.0) -> None:
+        await self.server.drain_and_stop(grace)
+        await self.backends.dit.close()
+        if self.backends.lm is not None:
+            await self.backends.lm.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from acestep_serving.flags import add_flag, add_server_flags
+
+    parser = argparse.ArgumentParser(prog="acestep serve orchestrator", description="ACE-Step 1.5 front service")
+    add_server_flags(parser, default_port=50050)
+    add_flag(parser, "lm", "", "LM service address(es): host:port[,host:port...] or dns:///name:port; empty = none")
+    add_flag(parser, "dit", "127.0.0.1:50052", "DiT service address(es): host:port[,host:port...] or dns:///name:port")
+    add_flag(parser, "backend-api-key", "", "x-api-key sent to the LM and DiT services")
+    add_flag(parser, "audio-root", "", "folder whose files requests may name by server_path; empty = disabled")
+    parser.set_defaults(max_concurrency=16, queue_size=64)
+    return parser
+
+
+async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str], None] = print) -> RunningOrchestrator:
+    metadata = (("x-api-key", args.backend_api_key),) if args.backend_api_key else ()
+    max_bytes = int(args.max_message_mb * 1024 * 1024)
+    dit_targets = parse_targets(args.dit)
+    lm_targets = parse_targets(args.lm)
+    backends = Backends(
+        dit=ReplicaPool(dit_targets, dit_pb2_grpc.DiffusionServiceStub, max_message_bytes=max_bytes, metadata=metadata),
+        lm=ReplicaPool(lm_targets, lm_pb2_grpc.LanguageModelServiceStub, max_message_bytes=max_bytes,
+                       metadata=metadata) if lm_targets else None,
+        audio_root=Path(args.audio_root) if args.audio_root else None,
+    )
+    metrics = OrchestratorMetrics()
+    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed)
+    server = GrpcServer([SERVICE_NAME], ServerOptions.from_args(args))
+    server.add(orchestrator_pb2_grpc.add_MusicGenerationServiceServicer_to_server,
+               MusicGenerationServicer(backends, admission, metrics))
+    port = await server.start()
+    await server.set_serving(True)
+    metrics.ready.labels("orchestrator").set(1)
+    announce(f"orchestrator: listening on {args.host}:{port} (LM: {', '.join(lm_targets) or 'none'}; "
+             f"DiT: {', '.join(dit_targets)})")
+    metrics_port = None
+    if args.metrics_port >= 0:
+        metrics_port = serve_metrics(metrics.registry, args.metrics_port, args.host)
+        announce(f"orchestrator: metrics on http://{args.host}:{metrics_port}/metrics")
+    return RunningOrchestrator(server, port, metrics_port, backends)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    running = await start_orchestrator(args)
+    await running.server.wait_for_termination()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level)
+    asyncio.run(serve(args))
+

@@ -1,0 +1,171 @@
+"""The three services in one process: ``acestep serve all``, the CLI's embedded mode, and tests.
+
+On a single machine the orchestrator, the LM and the DiT share one event loop; they still talk
+over real gRPC on 127.0.0.1, so the single-machine path is the production path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestrator_pb2
+from acestep_serving.runner import RunningServer
+from orchestrator.pipeline import Backends, generate_events
+from orchestrator.replicas import ReplicaPool
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DIT_MODEL = "acestep-v15-turbo"
+DEFAULT_LM_MODEL = "acestep-5Hz-lm-0.6B"
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: using tiny RANDOMLY INITIALISED checkpoints in {root}: the audio will be noise. "
+    "Put the released ACE-Step 1.5 checkpoints there for real music."
+)
+
+
+def write_tiny_checkpoints(root: str | Path, seed: int = 0) -> Path:
+    """A tiny random checkpoint root in the released layout (DiT variants, VAE, text encoder, LM)."""
+    from dit_service.tiny_checkpoint import write_tiny_dit_checkpoints
+    from lm_service.tiny_checkpoint import write_tiny_lm_checkpoint
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_tiny_dit_checkpoints(root, seed=seed)
+    write_tiny_lm_checkpoint(root, seed=seed, name=DEFAULT_LM_MODEL)
+    (root / RANDOM_WEIGHTS_MARKER).write_text(
+        f"Written by `acestep make-tiny-checkpoints` (seed {seed}): tiny randomly initialised weights in the "
+        "released ACE-Step 1.5 layout, for tests and offline demos. Their audio is noise.\n"
+    )
+    return root
+
+
+def has_checkpoints(root: Path, dit_model: str = DEFAULT_DIT_MODEL) -> bool:
+    return (root / dit_model / "config.json").is_file() and (root / "vae").is_dir()
+
+
+def ensure_checkpoints(root: str | Path, announce: Callable[[str], None] = print,
+                       dit_model: str = DEFAULT_DIT_MODEL) -> Path:
+    root = Path(root)
+    if not has_checkpoints(root, dit_model):
+        announce(f"no ACE-Step checkpoints in {root}: writing tiny random ones")
+        write_tiny_checkpoints(root)
+    if (root / RANDOM_WEIGHTS_MARKER).exists():
+        announce(RANDOM_WEIGHTS_WARNING.format(root=root))
+    return root
+
+
+@dataclass
+class Stack:
+    lm: RunningServer | None
+    dit: RunningServer
+    orchestrator: object  # orchestrator.server.RunningOrchestrator
+    address: str
+
+    async def stop(self) -> None:
+        await self.orchestrator.stop()
+        await self.dit.stop()
+        if self.lm is not None:
+            await self.lm.stop()
+
+
+def _common_flags(checkpoints: Path, model: str, device: str, dtype: str) -> list[str]:
+    return ["--checkpoints", str(checkpoints), "--model", model, "--device", device, "--dtype", dtype,
+            "--port", "0", "--host", "127.0.0.1"]
+
+
+async def start_stack(
+    checkpoints: str | Path = "./checkpoints", *, port: int = 0, lm_port: int = 0, dit_port: int = 0,
+    dit_model: str = DEFAULT_DIT_MODEL, lm_model: str | None = DEFAULT_LM_MODEL, device: str = "auto",
+    dtype: str = "auto", metrics_port: int = -1, announce: Callable[[str], None] = print,
+    extra_orchestrator_flags: Sequence[str] = (),
+) -> Stack:
+    """Start LM (unless ``lm_model`` is None), DiT and orchestrator; return once all serve."""
+    from dit_service import server as dit_server
+    from lm_service import server as lm_server
+    from orchestrator.server import build_parser, start_orchestrator
+
+    root = ensure_checkpoints(checkpoints, announce, dit_model)
+    dit_args = dit_server.build_parser().parse_args(
+        [*_common_flags(root, dit_model, device, dtype), "--port", str(dit_port)])
+    dit = await dit_server.start(dit_args, announce)
+    lm = None
+    if lm_model is not None:
+        lm_args = lm_server.build_parser().parse_args(
+            [*_common_flags(root, lm_model, device, dtype), "--port", str(lm_port)])
+        lm = await lm_server.start(lm_args, announce)
+    await asyncio.gather(dit.loaded, *([lm.loaded] if lm else []))
+    orch_args = build_parser().parse_args([
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
+        "--dit", dit.address, "--lm", lm.address if lm else "", *extra_orchestrator_flags])
+    orch = await start_orchestrator(orch_args, announce)
+    return Stack(lm, dit, orch, f"127.0.0.1:{orch.port}")
+
+
+@asynccontextmanager
+async def embedded_stack(checkpoints: str | Path = "./checkpoints", announce: Callable[[str], None] = print,
+                         **options) -> AsyncIterator[str]:
+    stack = await start_stack(checkpoints, announce=announce, **options)
+    try:
+        yield stack.address
+    finally:
+        await stack.stop()
+
+
+async def run_pipeline_events(
+    request: orchestrator_pb2.GenerateMusicRequest, lm_addresses: Sequence[str] | None, dit_addresses: Sequence[str],
+) -> AsyncIterator[orchestrator_pb2.GenerateMusicResponse]:
+    """generate_music over remote LM/DiT services without an orchestrator server in between."""
+    backends = Backends(
+        dit=ReplicaPool(list(dit_addresses), dit_pb2_grpc.DiffusionServiceStub),
+        lm=ReplicaPool(list(lm_addresses), lm_pb2_grpc.LanguageModelServiceStub) if lm_addresses else None,
+    )
+    try:
+        async for event in generate_events(request, backends):
+            yield event
+    finally:
+        await backends.dit.close()
+        if backends.lm is not None:
+            await backends.lm.close()
+
+
+def build_serve_all_parser() -> argparse.ArgumentParser:
+    from acestep_serving.flags import add_flag
+
+    parser = argparse.ArgumentParser(prog="acestep serve all",
+                                     description="LM, DiT and orchestrator in one process (single machine)")
+    add_flag(parser, "port", 50050, "orchestrator port; 0 picks a free one")
+    add_flag(parser, "lm-port", 0, "LM port; 0 picks a free one")
+    add_flag(parser, "dit-port", 0, "DiT port; 0 picks a free one")
+    add_flag(parser, "checkpoints", "./checkpoints", "checkpoint root (tiny random ones are written if empty)")
+    add_flag(parser, "dit-model", DEFAULT_DIT_MODEL, "DiT variant folder")
+    add_flag(parser, "lm-model", DEFAULT_LM_MODEL, "LM folder; 'none' runs without an LM")
+    add_flag(parser, "device", "auto", "cpu, cuda or auto")
+    add_flag(parser, "dtype", "auto", "float32, bfloat16, float16 or auto")
+    add_flag(parser, "metrics-port", -1, "orchestrator /metrics port; 0 picks one, -1 disables")
+    add_flag(parser, "log-level", "INFO", "logging level")
+    return parser
+
+
+def serve_all_main(argv: list[str] | None = None) -> None:
+    args = build_serve_all_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level)
+
+    async def run() -> None:
+        stack = await start_stack(
+            args.checkpoints, port=args.port, lm_port=args.lm_port, dit_port=args.dit_port,
+            dit_model=args.dit_model, lm_model=None if args.lm_model == "none" else args.lm_model,
+            device=args.device, dtype=args.dtype, metrics_port=args.metrics_port)
+        print(f"acestep: serving generate_music on {stack.address}", flush=True)
+        try:
+            await stack.orchestrator.server.wait_for_termination()
+        finally:
+            await stack.stop()
+
+    asyncio.run(run())
