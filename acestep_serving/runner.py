@@ -70,3 +70,14 @@ async def wait_until_stopped(running: RunningServer) -> None:
         await running.server.drain_and_stop(0)
         raise running.loaded.exception()
     await waiter
+
+
+def run_server_main(parser, start: Callable, argv: list[str] | None = None) -> None:
+    """``python -m <service>``: parse flags, start, serve until a signal."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        await wait_until_stopped(await start(args))
+
+    asyncio.run(run())

@@ -204,13 +204,7 @@ async def start(args: argparse.Namespace, announce=print):
     )
 
 
-async def serve(args: argparse.Namespace, announce=print) -> None:
-    from acestep_serving.runner import wait_until_stopped
-
-    await wait_until_stopped(await start(args, announce))
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level)
-    asyncio.run(serve(args))
+    from acestep_serving.runner import run_server_main
+
+    run_server_main(build_parser(), start, argv)
