@@ -63,6 +63,17 @@ def normalize_timesignature(value: str) -> str:
     return c.TIME_SIGNATURE_FRACTIONS.get(value, value)
 
 
+def normalize_keyscale(value: str) -> str:
+    """'Am' -> 'A minor', 'F#maj' -> 'F# major'; 'C Major' stays as written (the LM matches case-blind)."""
+    value = value.strip()
+    match = _KEYSCALE.match(value)
+    if not match or (match.group(1) or "").lower() in {"major", "minor"}:
+        return value
+    mode = "minor" if (match.group(1) or "").lower() in {"m", "min"} else "major"
+    note = value[: len(value) - len(match.group(1) or "")].strip()
+    return f"{note[0].upper()}{note[1:]} {mode}"
+
+
 def parse_audio_codes(text: str) -> list[int]:
     """'<|audio_code_12|><|audio_code_7|>' -> [12, 7]."""
     return [int(m) for m in _CODE.findall(text)]

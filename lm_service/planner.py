@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
+from acestep_client import constants as api
 from acestep_client.errors import InvalidArgument, NotFound
 
 from . import prompts
@@ -199,10 +200,10 @@ class Planner:
             )
         if req.duration is not None and req.duration > 0:
             _check_range("duration", req.duration, DURATION_MIN, self.max_duration)
-        _check_range("lm_temperature", req.lm_temperature, 0.0, 2.0)
-        _check_range("lm_cfg_scale", req.lm_cfg_scale, 1.0, 10.0)
-        _check_range("lm_top_k", req.lm_top_k, 0, 1000)
-        _check_range("lm_top_p", req.lm_top_p, 0.0, 1.0)
+        _check_range("lm_temperature", req.lm_temperature, *api.LM_TEMPERATURE_RANGE)
+        _check_range("lm_cfg_scale", req.lm_cfg_scale, *api.LM_CFG_SCALE_RANGE)
+        _check_range("lm_top_k", req.lm_top_k, 0, api.LM_TOP_K_MAX)
+        _check_range("lm_top_p", req.lm_top_p, *api.LM_TOP_P_RANGE)
         if len(req.lm_negative_prompt) > MAX_CAPTION_CHARS:
             raise InvalidArgument("lm_negative_prompt", f"allowed at most {MAX_CAPTION_CHARS} characters")
         if not 1 <= len(req.seeds) <= MAX_BATCH:

@@ -24,7 +24,12 @@ from acestep_client.proto.acestep.v1 import dit_pb2, lm_pb2, orchestrator_pb2
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_client.seeds import resolve_seeds
 from acestep_client.types import GenerationParams
-from acestep_client.validation import validate_config, validate_params
+from acestep_client.validation import (
+    normalize_keyscale,
+    normalize_timesignature,
+    validate_config,
+    validate_params,
+)
 from orchestrator.planning import dit_conditions, lm_plan, sanitize_metadata, time_costs, with_cot
 from orchestrator.replicas import ReplicaPool
 
@@ -116,6 +121,9 @@ async def generate_events(
     config = config_from_proto(request.config)
     validate_params(params)
     validate_config(config)
+    # What the services see: spellings the spec allows ('Am', '6/8') in the models' canonical form.
+    sent = dataclasses.replace(params, keyscale=normalize_keyscale(params.keyscale),
+                               timesignature=normalize_timesignature(params.timesignature))
     plan = lm_plan(params)
     if plan.needed and backends.lm is None:
         raise FailedPrecondition(
@@ -140,7 +148,7 @@ async def generate_events(
     metadata_by_item: dict[int, dict] = {}
     codes_by_item: dict[int, list[int]] = {}
     if plan.needed:
-        async for event in _plan(backends.lm, params, config, seeds, plan.generate_codes, request.request_id,
+        async for event in _plan(backends.lm, sent, config, seeds, plan.generate_codes, request.request_id,
                                  timeout, metadata_by_item, codes_by_item, run):
             yield event
         if plan.generate_codes and sorted(codes_by_item) != list(range(len(seeds))):
@@ -148,7 +156,7 @@ async def generate_events(
                                      f"expected 0-{len(seeds) - 1}")
     first_metadata = metadata_by_item.get(0, {})
 
-    conditions = dit_conditions(params, first_metadata)
+    conditions = dit_conditions(sent, first_metadata)
     if codes_by_item:
         conditions.audio_codes = ""
         synth.audio_codes.extend(gen_pb2.ItemCodes(item_index=i, codes=codes) for i, codes in codes_by_item.items())

@@ -3,7 +3,7 @@
 import pytest
 
 from acestep_client import GenerationConfig, GenerationParams, InvalidArgument
-from acestep_client.validation import named_tracks, normalize_timesignature, parse_audio_codes
+from acestep_client.validation import named_tracks, normalize_keyscale, normalize_timesignature, parse_audio_codes
 
 SRC = {"src_audio": "song.flac"}
 
@@ -48,8 +48,8 @@ BAD_PARAMS = [
     ({"repainting_start": 20.0, "repainting_end": 10.0}, "repainting_end", "after repainting_start"),
     ({"audio_cover_strength": 1.2}, "audio_cover_strength", "between 0 and 1"),
     ({"lm_temperature": 2.5}, "lm_temperature", "between 0 and 2"),
-    ({"lm_cfg_scale": 0.5}, "lm_cfg_scale", "between 1 and 15"),
-    ({"lm_top_k": -1}, "lm_top_k", "between 0 and"),
+    ({"lm_cfg_scale": 0.5}, "lm_cfg_scale", "between 1 and 10"),
+    ({"lm_top_k": -1}, "lm_top_k", "between 0 and 1000"),
     ({"lm_top_p": 1.5}, "lm_top_p", "between 0 and 1"),
     ({"audio_codes": "hello"}, "audio_codes", "<|audio_code_N|>"),
     ({"audio_codes": "<|audio_code_70000|>"}, "audio_codes", "0-65534"),
@@ -118,3 +118,9 @@ def test_helpers():
     assert parse_audio_codes("<|audio_code_12|> <|audio_code_7|>") == [12, 7]
     assert named_tracks("Generate the BACKING_VOCALS track") == ["backing_vocals"]
     assert named_tracks("Complete the input track with drums, bass, guitar:") == ["guitar", "drums", "bass"]
+
+
+@pytest.mark.parametrize(("given", "canonical"), [("Am", "A minor"), ("f#min", "F# minor"), ("Bb", "Bb major"),
+                                                  ("C Major", "C Major"), ("", "")])
+def test_keyscale_spellings_normalise(given, canonical):
+    assert normalize_keyscale(given) == canonical

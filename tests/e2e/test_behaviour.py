@@ -150,3 +150,11 @@ def test_dit_only_deployment(stack):
         assert "FAILED_PRECONDITION" in needs_lm.error and "no LM service" in needs_lm.error
     finally:
         stack.run(orchestrator.stop())
+
+
+def test_spec_spellings_of_key_and_meter_reach_the_models_in_canonical_form(stack):
+    params = GenerationParams(caption="x", duration=10, bpm=90, keyscale="Am", timesignature="6/8")
+    result = _generate(stack.address, params, GenerationConfig(batch_size=1))
+    assert result.success, result.error
+    reported = result.audios[0]["params"]
+    assert (reported["keyscale"], reported["timesignature"]) == ("Am", "6/8")  # the caller's values, untouched
