@@ -34,6 +34,9 @@ class ServiceMetrics:
         self.queue_depth = Gauge("acestep_queue_depth", "Requests waiting for a slot.", ["service"],
                                  registry=self.registry)
         self.ready = Gauge("acestep_model_ready", "1 once the model is loaded.", ["service"], registry=self.registry)
+        # Export zeros from the start: an autoscaler reading these must see a new pod before its first request.
+        for gauge in (self.in_flight, self.queue_depth, self.ready):
+            gauge.labels(service).set(0)
 
     def admission_changed(self, running: int, waiting: int) -> None:
         self.in_flight.labels(self.service).set(running)

@@ -18,6 +18,8 @@ from grpc_reflection.v1alpha import reflection
 log = logging.getLogger(__name__)
 
 _OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 60 * 60 * 1000
 
 
 @dataclass
@@ -80,6 +82,10 @@ class GrpcServer:
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            # Clients resolve DNS again when a connection ends; ending connections every few minutes lets
+            # an orchestrator find LM/DiT pods the autoscaler added. Streams in flight get an hour to end.
+            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+            ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
         ]
         interceptors = [ApiKeyInterceptor(options.api_keys)] if options.api_keys else []
         self.server = grpc.aio.server(options=limits, interceptors=interceptors)

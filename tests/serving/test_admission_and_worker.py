@@ -69,3 +69,14 @@ async def test_cancelling_the_consumer_stops_the_producer_between_steps():
         await task
     assert finished.is_set()  # the worker has exited by the time cancellation completes
     assert 0 < len(steps) < 100
+
+
+def test_load_gauges_exist_before_the_first_request():
+    """An autoscaler reads queue depth and in-flight from a pod that has not served anything yet."""
+    from prometheus_client import generate_latest
+
+    from acestep_serving.metrics import ServiceMetrics
+
+    text = generate_latest(ServiceMetrics("dit").registry).decode()
+    assert 'acestep_queue_depth{service="dit"} 0.0' in text
+    assert 'acestep_in_flight_requests{service="dit"} 0.0' in text

@@ -1,0 +1,488 @@
+"""The Kubernetes manifests: every overlay renders, validates against the 1.30 schemas, and wires up.
+
+Rendering uses ``kubectl kustomize`` (skipped when kubectl is absent). Built-in kinds are checked with
+``kubernetes_validate`` in strict mode (unknown fields fail); the ServiceMonitor CRD has no bundled
+schema, so a small hand-written check covers it. Service names, flags and metric names are read from
+the source files with regular expressions (not imported: that would pull in torch and take seconds).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+KUBE_VERSION = "1.30.0"
+KUBECTL = shutil.which("kubectl")
+
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not on PATH: cannot run `kubectl kustomize`")
+
+OVERLAYS = {"gpu-h100": "acestep", "cpu-demo": "acestep-demo"}  # overlay -> namespace it sets
+EXPECTED_IMAGES = {
+    "gpu-h100": {
+        "lm": "registry.example.com/acestep/lm:0.1.0-cuda",
+        "dit": "registry.example.com/acestep/dit:0.1.0-cuda",
+        "orchestrator": "registry.example.com/acestep/orchestrator:0.1.0-cpu",
+    },
+    "cpu-demo": {
+        "lm": "registry.example.com/acestep/lm:0.1.0-cpu",
+        "dit": "registry.example.com/acestep/dit:0.1.0-cpu",
+        "orchestrator": "registry.example.com/acestep/orchestrator:0.1.0-cpu",
+    },
+}
+COMPONENTS = ("lm", "dit", "orchestrator")
+SERVER_SOURCES = {
+    "lm": ROOT / "lm_service" / "server.py",
+    "dit": ROOT / "dit_service" / "server.py",
+    "orchestrator": ROOT / "orchestrator" / "server.py",
+}
+HEADLESS = {"lm": ("acestep-lm-headless", 50051), "dit": ("acestep-dit-headless", 50052)}
+HPA_POD_METRICS = {"acestep_queue_depth", "acestep_in_flight_requests"}
+CRD_GROUPS = {"monitoring.coreos.com"}
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def render(target: str) -> tuple[dict[str, Any], ...]:
+    path = K8S / "base" if target == "base" else K8S / "overlays" / target
+    out = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, f"kubectl kustomize {path} failed:\n{out.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+def docs_of(target: str, kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in render(target) if d["kind"] == kind}
+
+
+def deployment(target: str, component: str) -> dict[str, Any]:
+    return docs_of(target, "Deployment")[f"acestep-{component}"]
+
+
+def pod_spec(target: str, component: str) -> dict[str, Any]:
+    return deployment(target, component)["spec"]["template"]["spec"]
+
+
+def main_container(target: str, component: str) -> dict[str, Any]:
+    containers = pod_spec(target, component)["containers"]
+    assert [c["name"] for c in containers] == [component]
+    return containers[0]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    env = container.get("env", [])
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names)), f"duplicate env vars in {container['name']}: {names}"
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in env}
+
+
+def all_containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+@functools.cache
+def service_name_in_code(component: str) -> str:
+    match = re.search(r'^SERVICE_NAME = "([\w.]+)"', SERVER_SOURCES[component].read_text(), re.MULTILINE)
+    assert match, f"SERVICE_NAME not found in {SERVER_SOURCES[component]}"
+    return match.group(1)
+
+
+@functools.cache
+def flag_env_vars(component: str) -> frozenset[str]:
+    """ACESTEP_* variables the component reads: its add_flag calls plus the shared server/model flags."""
+    names = re.findall(r'add_flag\(parser, "([\w-]+)"', (ROOT / "acestep_serving" / "flags.py").read_text())
+    shared_model = {"checkpoints", "model", "device", "dtype", "max-batch"}
+    source = SERVER_SOURCES[component].read_text()
+    own = set(re.findall(r'add_flag\(parser, "([\w-]+)"', source))
+    server_flags = set(names) - shared_model
+    if "add_model_flags" in source:
+        server_flags |= shared_model
+    return frozenset(f"ACESTEP_{n.upper().replace('-', '_')}" for n in server_flags | own)
+
+
+@functools.cache
+def metric_names_in_code() -> frozenset[str]:
+    text = "\n".join(p.read_text() for d in ("acestep_serving", "lm_service", "dit_service", "orchestrator")
+                     for p in (ROOT / d).rglob("*.py"))
+    return frozenset(re.findall(r'"(acestep_[a-z0-9_]+)"', text))
+
+
+def check_service_monitor(doc: dict[str, Any]) -> None:
+    """Required fields of monitoring.coreos.com/v1 ServiceMonitor (no schema is bundled for CRDs)."""
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    assert doc["kind"] == "ServiceMonitor"
+    assert set(doc) <= {"apiVersion", "kind", "metadata", "spec"}
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
+    spec = doc["spec"]
+    assert set(spec) <= {"selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels", "podTargetLabels",
+                         "sampleLimit", "scrapeProtocols", "attachMetadata"}, sorted(spec)
+    labels = spec["selector"]["matchLabels"]
+    assert isinstance(labels, dict) and labels and all(isinstance(v, str) for v in labels.values())
+    assert spec["endpoints"], "a ServiceMonitor needs at least one endpoint"
+    for ep in spec["endpoints"]:
+        assert set(ep) <= {"port", "targetPort", "path", "scheme", "interval", "scrapeTimeout", "honorLabels",
+                           "relabelings", "metricRelabelings", "tlsConfig", "bearerTokenSecret"}, sorted(ep)
+        assert isinstance(ep["port"], str) and ep["port"]
+        assert ep.get("path", "/metrics").startswith("/")
+        for key in ("interval", "scrapeTimeout"):
+            if key in ep:
+                assert re.fullmatch(r"\d+(ms|s|m|h)", ep[key]), f"{key}={ep[key]!r} is not a duration"
+
+
+def validate(doc: dict[str, Any]) -> None:
+    group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""
+    if group in CRD_GROUPS:
+        check_service_monitor(doc)
+    else:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+# --- every document ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["base", *OVERLAYS])
+def test_every_document_validates_strictly(target):
+    docs = render(target)
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
+            "ServiceMonitor", "ConfigMap", "ServiceAccount"} <= kinds
+    for doc in docs:
+        try:
+            validate(doc)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{target}: {doc['kind']}/{doc['metadata']['name']}: {exc}")
+
+
+def test_validator_rejects_unknown_fields():
+    """Guard against a silently permissive validator: a typo'd field must fail in strict mode."""
+    doc = json.loads(json.dumps(deployment("gpu-h100", "lm")))
+    doc["spec"]["template"]["spec"]["containers"][0]["imagee"] = "typo"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_namespace_set_on_everything(overlay):
+    namespace = OVERLAYS[overlay]
+    for doc in render(overlay):
+        if doc["kind"] == "Namespace":
+            assert doc["metadata"]["name"] == namespace
+        else:
+            assert doc["metadata"].get("namespace") == namespace, f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+# --- GPUs -------------------------------------------------------------------------------------------------------
+
+
+def test_gpu_limits_only_on_lm_and_dit():
+    for component in COMPONENTS:
+        spec = pod_spec("gpu-h100", component)
+        container = main_container("gpu-h100", component)
+        limits = container["resources"]["limits"]
+        tolerated = {t.get("key") for t in spec.get("tolerations", [])}
+        if component == "orchestrator":
+            assert not any(k.startswith("nvidia.com/") for k in limits)
+            assert "nvidia.com/gpu" not in tolerated
+            assert "ACESTEP_DEVICE" not in env_of(container)
+        else:
+            assert limits["nvidia.com/gpu"] == 1
+            assert "nvidia.com/gpu" not in container["resources"]["requests"] or \
+                container["resources"]["requests"]["nvidia.com/gpu"] == 1
+            assert "nvidia.com/gpu" in tolerated
+            assert env_of(container)["ACESTEP_DEVICE"] == "cuda"
+            shm = {v["name"]: v for v in spec["volumes"]}["dshm"]
+            assert shm["emptyDir"]["medium"] == "Memory"
+            assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+        for c in spec.get("initContainers", []):
+            assert not any(k.startswith("nvidia.com/") for k in c.get("resources", {}).get("limits", {}))
+
+
+def test_gpu_pools_are_separate_and_pinned_to_h100():
+    pools = {}
+    for component in ("lm", "dit"):
+        spec = pod_spec("gpu-h100", component)
+        pools[component] = spec["nodeSelector"]["acestep.io/pool"]
+        terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        products = {v for t in terms for e in t["matchExpressions"] if e["key"] == "nvidia.com/gpu.product"
+                    for v in e["values"]}
+        assert products and all(p.startswith("NVIDIA-H100") for p in products)
+    assert pools["lm"] != pools["dit"]
+    assert "nodeSelector" not in pod_spec("gpu-h100", "orchestrator")
+
+
+def test_cpu_demo_has_no_gpu_anywhere():
+    text = json.dumps(render("cpu-demo"))
+    assert "nvidia.com/gpu" not in text
+    for component in ("lm", "dit"):
+        assert env_of(main_container("cpu-demo", component))["ACESTEP_DEVICE"] == "cpu"
+
+
+# --- probes, ports, services ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_are_grpc_health_checks_with_the_service_names(overlay):
+    for component in COMPONENTS:
+        container = main_container(overlay, component)
+        port = int(env_of(container)["ACESTEP_PORT"])
+        ports = {p["containerPort"] for p in container["ports"]}
+        name = service_name_in_code(component)
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = container[kind]
+            assert set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, f"{component} {kind}"
+            assert probe["grpc"]["port"] == port and port in ports, f"{component} {kind} probes a port it does not open"
+            expected = {name} if kind != "livenessProbe" else {name, ""}
+            assert probe["grpc"].get("service", "") in expected, f"{component} {kind}: {probe['grpc']}"
+        # loading (and compiling) a model takes minutes: the startup probe must allow it on model servers
+        startup = container["startupProbe"]
+        budget = startup["periodSeconds"] * startup["failureThreshold"]
+        assert budget >= (600 if component != "orchestrator" else 60), f"{component} startup budget {budget}s"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_ports_exist_on_the_selected_pods(overlay):
+    deployments = docs_of(overlay, "Deployment")
+    services = docs_of(overlay, "Service")
+    for svc in services.values():
+        selected = [d for d in deployments.values()
+                    if selects(svc["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
+        assert len(selected) == 1, f"Service {svc['metadata']['name']} selects {len(selected)} Deployments"
+        container_ports = [p for c in selected[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]]
+        by_name = {p["name"]: p["containerPort"] for p in container_ports}
+        for port in svc["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            resolved = by_name.get(target) if isinstance(target, str) else target
+            assert resolved in by_name.values(), f"{svc['metadata']['name']}:{port['name']} -> {target} missing"
+            assert resolved == port["port"], "Service port and pod port differ: dns:/// targets dial the pod port"
+    # ServiceMonitors scrape a named Service port that exists
+    for monitor in docs_of(overlay, "ServiceMonitor").values():
+        matched = [s for s in services.values()
+                   if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
+        assert matched, f"ServiceMonitor {monitor['metadata']['name']} selects no Service"
+        for svc in matched:
+            names = {p["name"] for p in svc["spec"]["ports"]}
+            assert all(ep["port"] in names for ep in monitor["spec"]["endpoints"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_orchestrator_dials_the_headless_services(overlay):
+    namespace = OVERLAYS[overlay]
+    container = main_container(overlay, "orchestrator")
+    env = env_of(container)
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert not any(a.startswith(("--lm", "--dit")) for a in container.get("args", []) + container["command"])
+    services = docs_of(overlay, "Service")
+    for component, (name, port) in HEADLESS.items():
+        target = env[f"ACESTEP_{component.upper()}"].replace("$(POD_NAMESPACE)", namespace)
+        assert target == f"dns:///{name}.{namespace}.svc.cluster.local:{port}"
+        svc = services[name]
+        assert svc["spec"]["clusterIP"] == "None"
+        assert not svc["spec"].get("publishNotReadyAddresses", False)
+        assert port in {p["port"] for p in svc["spec"]["ports"]}
+        pod_labels = deployment(overlay, component)["spec"]["template"]["metadata"]["labels"]
+        assert selects(svc["spec"]["selector"], pod_labels)
+    orchestrator_svc = services["acestep-orchestrator"]
+    assert orchestrator_svc["spec"].get("clusterIP") != "None"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_env_vars_are_flags_the_servers_read(overlay):
+    for component in COMPONENTS:
+        for container in all_containers(pod_spec(overlay, component)):
+            unknown = {k for k in env_of(container) if k.startswith("ACESTEP_")} - flag_env_vars(component)
+            assert not unknown, f"{component}/{container['name']}: no such flag: {sorted(unknown)}"
+        env = env_of(main_container(overlay, component))
+        assert env["ACESTEP_HOST"] == "0.0.0.0"
+        assert env["ACESTEP_METRICS_PORT"] == "9090"
+
+
+# --- network policy ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_orchestrator_reaches_lm_and_dit(overlay):
+    policies = docs_of(overlay, "NetworkPolicy").values()
+    orchestrator_labels = deployment(overlay, "orchestrator")["spec"]["template"]["metadata"]["labels"]
+    for component, (_, grpc_port) in HEADLESS.items():
+        labels = deployment(overlay, component)["spec"]["template"]["metadata"]["labels"]
+        selecting = [p for p in policies if selects(p["spec"]["podSelector"].get("matchLabels", {}), labels)]
+        assert selecting, f"no NetworkPolicy selects {component}"
+        for policy in selecting:
+            assert "Ingress" in policy["spec"]["policyTypes"]
+            for rule in policy["spec"].get("ingress", []):
+                ports = {p["port"] for p in rule.get("ports", [])}
+                assert ports, "a rule without ports opens every port"
+                peers = rule.get("from", [])
+                assert peers, "a rule without peers admits everyone"
+                if grpc_port in ports:
+                    assert ports == {grpc_port}
+                    for peer in peers:
+                        assert set(peer) == {"podSelector"}, f"{component} gRPC open to {peer}"
+                        assert selects(peer["podSelector"]["matchLabels"], orchestrator_labels)
+                else:
+                    assert ports == {9090}, f"{component}: unexpected ports {ports}"
+                    assert all("namespaceSelector" in peer for peer in peers)  # Prometheus' namespace
+
+
+# --- lifecycle, security, resources, storage --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_termination_grace_covers_pre_stop_and_drain(overlay):
+    for component in COMPONENTS:
+        spec = pod_spec(overlay, component)
+        container = main_container(overlay, component)
+        grace = float(env_of(container)["ACESTEP_GRACE_SECONDS"])
+        command = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep"
+        pre_stop = float(command[1])
+        assert pre_stop >= 5, "endpoints need a few seconds to drop the pod before it drains"
+        assert spec["terminationGracePeriodSeconds"] > grace + pre_stop, component
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_security_context_and_resources(overlay):
+    for component in COMPONENTS:
+        spec = pod_spec(overlay, component)
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] != 0
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}  # Pod Security "restricted"
+        assert spec["automountServiceAccountToken"] is False
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for container in all_containers(spec):
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert tmp and "emptyDir" in volumes[tmp[0]["name"]], f"{container['name']} needs a writable /tmp"
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"])
+
+
+def test_checkpoints_come_from_a_read_only_many_claim():
+    claims = docs_of("gpu-h100", "PersistentVolumeClaim")
+    assert claims["acestep-checkpoints"]["spec"]["accessModes"] == ["ReadOnlyMany"]
+    for component in ("lm", "dit"):
+        spec = pod_spec("gpu-h100", component)
+        container = main_container("gpu-h100", component)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/checkpoints")
+        assert mount["readOnly"] is True
+        assert volumes[mount["name"]]["persistentVolumeClaim"] == {"claimName": "acestep-checkpoints", "readOnly": True}
+        assert env_of(container)["ACESTEP_CHECKPOINTS"] == "/checkpoints"
+    assert not any(m["mountPath"] == "/checkpoints" for m in main_container("gpu-h100", "orchestrator")["volumeMounts"])
+
+
+def test_cpu_demo_writes_tiny_checkpoints_instead_of_a_claim():
+    assert not docs_of("cpu-demo", "PersistentVolumeClaim")
+    for component, module in (("lm", "lm_service"), ("dit", "dit_service")):
+        spec = pod_spec("cpu-demo", component)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert set(volumes["checkpoints"]) == {"name", "emptyDir"}
+        (init,) = spec["initContainers"]
+        assert init["command"] == ["python", "-m", f"{module}.tiny_checkpoint", "/checkpoints"]
+        assert (ROOT / module / "tiny_checkpoint.py").is_file()
+        assert init["image"] == main_container("cpu-demo", component)["image"]
+
+
+# --- images -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_images_are_tagged_per_overlay(overlay):
+    for component in COMPONENTS:
+        for container in all_containers(pod_spec(overlay, component)):
+            assert container["image"] == EXPECTED_IMAGES[overlay][component], container["name"]
+
+
+def test_dockerfiles_install_torch_before_the_package():
+    for component in COMPONENTS:
+        text = (ROOT / "docker" / f"{component}.Dockerfile").read_text()
+        torch_at = text.index('pip install "torch==')
+        assert torch_at < text.index("pip install -c requirements.txt .")
+        assert "USER 10001" in text
+        assert f'ENTRYPOINT ["acestep", "serve", "{component}"]' in text
+        assert (ROOT / "docker" / f"{component}.Dockerfile.dockerignore").is_file()
+    orchestrator_dockerfile = (ROOT / "docker" / "orchestrator.Dockerfile").read_text()
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in orchestrator_dockerfile
+    pinned = re.search(r"^torch==([\d.]+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE).group(1)
+    for component in COMPONENTS:
+        assert f"ARG TORCH_VERSION={pinned}" in (ROOT / "docker" / f"{component}.Dockerfile").read_text()
+
+
+# --- autoscaling, disruption, monitoring ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_autoscalers(overlay):
+    hpas = docs_of(overlay, "HorizontalPodAutoscaler")
+    for component in COMPONENTS:
+        hpa = hpas[f"acestep-{component}"]
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                 "name": f"acestep-{component}"}
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        metrics = hpa["spec"]["metrics"]
+        if component == "orchestrator":
+            assert [m["resource"]["name"] for m in metrics if m["type"] == "Resource"] == ["cpu"]
+            requests = main_container(overlay, component)["resources"]["requests"]
+            assert "cpu" in requests, "CPU utilisation needs a CPU request"
+        else:
+            assert {m["type"] for m in metrics} == {"Pods"}
+            assert {m["pods"]["metric"]["name"] for m in metrics} == HPA_POD_METRICS
+
+
+def test_hpa_metrics_are_exported_and_served_by_the_adapter():
+    assert metric_names_in_code() >= HPA_POD_METRICS
+    adapter = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-values.yaml").read_text())
+    served = {rule["name"]["as"] for rule in adapter["rules"]["custom"]}
+    assert served >= HPA_POD_METRICS
+    for rule in adapter["rules"]["custom"]:
+        assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_disruption_budgets_cover_every_deployment(overlay):
+    budgets = docs_of(overlay, "PodDisruptionBudget").values()
+    for component in COMPONENTS:
+        labels = deployment(overlay, component)["spec"]["template"]["metadata"]["labels"]
+        assert [b for b in budgets if selects(b["spec"]["selector"]["matchLabels"], labels)], component
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_monitors_cover_every_component(overlay):
+    monitors = docs_of(overlay, "ServiceMonitor")
+    assert set(monitors) == {f"acestep-{c}" for c in COMPONENTS}
+
+
+def test_grafana_dashboard_plots_the_exported_metrics():
+    config_map = docs_of("gpu-h100", "ConfigMap")["acestep-grafana-dashboard"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (raw,) = config_map["data"].values()
+    dashboard = json.loads(raw)
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"acestep_[a-z0-9_]+", e)}
+    assert used <= metric_names_in_code(), f"dashboard plots metrics nothing exports: {used - metric_names_in_code()}"
+    for required in ("acestep_queue_depth", "acestep_in_flight_requests", "acestep_request_duration_seconds",
+                     "acestep_time_to_first_audio_seconds", "acestep_real_time_factor",
+                     "acestep_lm_tokens_per_second", "acestep_requests_total"):
+        assert required in used, required
+    joined = "\n".join(exprs)
+    assert "histogram_quantile(0.5," in joined and "histogram_quantile(0.95," in joined
+    assert 'code!="OK"' in joined
