@@ -359,7 +359,9 @@ class DiTEngine:
         use_cfg = not self.is_turbo and req.guidance_scale > 1.0
         cross_kv_cfg = None
         if use_cfg:
-            null = self.model.null_condition_emb.to(self.dtype).expand_as(encoder_hidden)
+            # Materialised like the reference's torch.cat: a stride-0 (expanded) input takes another
+            # GEMM path on CPU and rounds differently in bf16.
+            null = self.model.null_condition_emb.to(self.dtype).expand_as(encoder_hidden).contiguous()
             cross_kv_cfg = _cat_kv(cross_kv, decoder.precompute_cross_kv(null))
 
         # Turbo always runs its fixed 8-step schedule (the reference ignores inference_steps there).
@@ -457,7 +459,7 @@ class DiTEngine:
         kv = self.model.decoder.precompute_cross_kv(hidden)
         kv_cfg = None
         if use_cfg:
-            null = self.model.null_condition_emb.to(self.dtype).expand_as(hidden)
+            null = self.model.null_condition_emb.to(self.dtype).expand_as(hidden).contiguous()
             kv_cfg = _cat_kv(kv, self.model.decoder.precompute_cross_kv(null))
         return kv, kv_cfg, context
 
