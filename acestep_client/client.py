@@ -68,8 +68,10 @@ class _Options:
         return timeout if timeout is not None else self.timeout
 
 
-class AceStepClient:
-    """Blocking client. ``with AceStepClient("host:50051") as c: result = c.generate(params, config)``."""
+class _ClientBase:
+    """What the blocking and asyncio clients share: options, channel, stub, request building."""
+
+    _channels: Any = grpc  # grpc or grpc.aio: where the channel constructors come from
 
     def __init__(
         self,
@@ -86,9 +88,11 @@ class AceStepClient:
             target, api_key, root_certificates, private_key, certificate_chain, timeout, max_message_mb
         )
         if self._opts.credentials is not None:
-            self._channel = grpc.secure_channel(target, self._opts.credentials, options=self._opts.channel_options)
+            self._channel = self._channels.secure_channel(
+                target, self._opts.credentials, options=self._opts.channel_options
+            )
         else:
-            self._channel = grpc.insecure_channel(target, options=self._opts.channel_options)
+            self._channel = self._channels.insecure_channel(target, options=self._opts.channel_options)
         self._stub = orchestrator_pb2_grpc.MusicGenerationServiceStub(self._channel)
 
     @property
@@ -101,11 +105,20 @@ class AceStepClient:
         """Validate and read uploads (raises InvalidArgument); no network."""
         return build_request(params, config, max_upload_bytes=self._opts.max_upload_bytes)
 
-    def stream(
-        self, params: GenerationParams, config: GenerationConfig, *, timeout: float | None = None
-    ) -> Iterator[orchestrator_pb2.GenerateMusicResponse]:
-        """The raw event stream; validates eagerly. Raises grpc.RpcError while iterating on failure."""
+    def stream(self, params: GenerationParams, config: GenerationConfig, *, timeout: float | None = None):
+        """The raw event stream; validates eagerly, at the call. gRPC errors surface while iterating."""
         return self.stream_request(self.build_request(params, config), timeout=timeout)
+
+    def stream_request(self, request: orchestrator_pb2.GenerateMusicRequest, *, timeout: float | None = None):
+        raise NotImplementedError
+
+
+class AceStepClient(_ClientBase):
+    """Blocking client. ``with AceStepClient("host:50051") as c: result = c.generate(params, config)``.
+
+    Options: ``api_key`` (x-api-key metadata), ``root_certificates`` (TLS), ``private_key`` +
+    ``certificate_chain`` (mTLS), ``timeout`` (default deadline, seconds), ``max_message_mb``.
+    """
 
     def stream_request(
         self, request: orchestrator_pb2.GenerateMusicRequest, *, timeout: float | None = None
@@ -153,44 +166,10 @@ def _cancel_on_close(call: Any) -> Iterator[orchestrator_pb2.GenerateMusicRespon
         call.cancel()
 
 
-class AsyncAceStepClient:
-    """grpc.aio client; create and use it inside one running event loop."""
+class AsyncAceStepClient(_ClientBase):
+    """grpc.aio client; create and use it inside one running event loop. Same options as AceStepClient."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        api_key: str | None = None,
-        root_certificates: Pem = None,
-        private_key: Pem = None,
-        certificate_chain: Pem = None,
-        timeout: float | None = None,
-        max_message_mb: int = 64,
-    ):
-        self._opts = _Options(
-            target, api_key, root_certificates, private_key, certificate_chain, timeout, max_message_mb
-        )
-        if self._opts.credentials is not None:
-            self._channel = grpc.aio.secure_channel(target, self._opts.credentials, options=self._opts.channel_options)
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options=self._opts.channel_options)
-        self._stub = orchestrator_pb2_grpc.MusicGenerationServiceStub(self._channel)
-
-    @property
-    def target(self) -> str:
-        return self._opts.target
-
-    def build_request(
-        self, params: GenerationParams, config: GenerationConfig
-    ) -> orchestrator_pb2.GenerateMusicRequest:
-        """Validate and read uploads (raises InvalidArgument); no network."""
-        return build_request(params, config, max_upload_bytes=self._opts.max_upload_bytes)
-
-    def stream(
-        self, params: GenerationParams, config: GenerationConfig, *, timeout: float | None = None
-    ) -> AsyncIterator[orchestrator_pb2.GenerateMusicResponse]:
-        """The raw event stream (``async for``); validates eagerly, at the call."""
-        return self.stream_request(self.build_request(params, config), timeout=timeout)
+    _channels = grpc.aio
 
     def stream_request(
         self, request: orchestrator_pb2.GenerateMusicRequest, *, timeout: float | None = None
