@@ -204,6 +204,10 @@ def _write_all(audios: list[dict[str, Any]], save_dir: Path, audio_format: str) 
         raise
 
 
+# What ends a call with ``success=False`` instead of raising, as the reference's generate_music does.
+CALL_FAILURES = (grpc.RpcError, CallError, errors.AceStepError, OSError)
+
+
 def failed(exc: BaseException) -> GenerationResult:
     """The GenerationResult of a call that failed with ``exc``."""
     text = error_text(exc)
@@ -222,7 +226,7 @@ def assemble(
         for event in events:
             assembler.feed(event)
         result = assembler.result(save_dir, audio_format)
-    except (grpc.RpcError, CallError, errors.AceStepError, OSError) as exc:
+    except CALL_FAILURES as exc:
         return failed(exc)
     finally:
         close = getattr(events, "close", None)  # cancels the RPC when we stopped early
@@ -245,7 +249,7 @@ async def assemble_async(
             assembler.feed(event)
         # Encoding flac/mp3 takes a while for long batches: keep the event loop free meanwhile.
         result = await asyncio.to_thread(assembler.result, save_dir, audio_format)
-    except (grpc.RpcError, CallError, errors.AceStepError, OSError) as exc:
+    except CALL_FAILURES as exc:
         return failed(exc)
     finally:
         aclose = getattr(events, "aclose", None)  # cancels the RPC when we stopped early

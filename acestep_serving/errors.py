@@ -34,7 +34,12 @@ _CODES.append((Unavailable, grpc.StatusCode.UNAVAILABLE))
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and message a client sees; unexpected errors hide their traceback."""
+    """The status code and message a client sees; unexpected errors hide their traceback.
+
+    A downstream call's status (the orchestrator calling LM/DiT) passes through unchanged.
+    """
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code(), exc.details() or exc.code().name
     for kind, code in _CODES:
         if isinstance(exc, kind):
             return code, str(exc)

@@ -105,6 +105,7 @@ class ItemDone:
     num_samples: int
     peak: float = 0.0
     gain: float = 1.0
+    rms: float = 0.0  # of the raw windows; with peak it answers the reference's silence check
 
 
 @dataclass
@@ -417,16 +418,20 @@ class DiTEngine:
         length = latents.shape[1]
         total_steps = 8 if self.is_turbo else req.inference_steps
         start_vae = time.perf_counter()
-        peaks = [0.0] * batch
+        peaks = torch.zeros(batch, dtype=torch.float64)
+        energy = torch.zeros(batch, dtype=torch.float64)
         for start_sample, audio in iter_decoded_windows(self.vae, latents, self.hop, should_stop):
             audio_cpu = audio.cpu()
+            peaks = torch.maximum(peaks, audio_cpu.abs().amax(dim=(1, 2)).double())
+            energy += audio_cpu.double().square().sum(dim=(1, 2))
             for item in range(batch):
-                pcm = audio_cpu[item].contiguous()
-                peaks[item] = max(peaks[item], float(pcm.abs().max()))
-                yield AudioWindow(item=item, start_sample=start_sample, pcm=pcm)
+                yield AudioWindow(item=item, start_sample=start_sample, pcm=audio_cpu[item].contiguous())
         vae_time = time.perf_counter() - start_vae
+        num_samples = length * self.hop
         for item, seed in enumerate(req.seeds):
-            yield ItemDone(item, seed, length * self.hop, peaks[item], peak_normalisation_gain(peaks[item]))
+            peak = float(peaks[item])
+            rms = float((energy[item] / max(num_samples * audio_cpu.shape[1], 1)).sqrt())
+            yield ItemDone(item, seed, num_samples, peak, peak_normalisation_gain(peak), rms)
         total = time.perf_counter() - start_total
         yield TimeCosts(
             {

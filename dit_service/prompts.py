@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-DEFAULT_INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"
+from acestep_client.constants import DEFAULT_INSTRUCTION
+
 COVER_INSTRUCTION = "Generate audio semantic tokens based on the given conditions:"
 REPAINT_INSTRUCTION = "Repaint the mask area based on the given conditions:"
-
-TRACK_NAMES = (
-    "woodwinds",
-    "brass",
-    "fx",
-    "synth",
-    "strings",
-    "percussion",
-    "keyboard",
-    "guitar",
-    "bass",
-    "drums",
-    "backing_vocals",
-    "vocals",
-)
 
 TASK_INSTRUCTIONS = {
     "text2music": DEFAULT_INSTRUCTION,

@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import numpy as np
 import torch
 
@@ -23,13 +22,14 @@ from acestep_client.convert import params_from_proto
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import dit_pb2, dit_pb2_grpc
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
-from acestep_client.validation import parse_audio_codes, validate_params
+from acestep_client.validation import validate_params
 from acestep_serving.admission import Admission
-from acestep_serving.devices import release_accelerator_memory
 from acestep_serving.errors import Unavailable, abort_with
 from acestep_serving.metrics import ServiceMetrics
+from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
 from acestep_serving.worker import stream_from_thread
 from dit_service.engine import AudioWindow, DiTEngine, ItemDone, StepProgress, SynthesisRequest, TimeCosts
+from dit_service.tasks import clamp_codes, parse_audio_codes
 
 log = logging.getLogger(__name__)
 
@@ -64,52 +64,26 @@ def _latents_from_proto(encoded: gen_pb2.EncodedAudio, field: str) -> torch.Tens
     return torch.from_numpy(array.copy())
 
 
-def engine_request(request: dit_pb2.SynthesizeRequest, max_batch: int) -> SynthesisRequest:
+def engine_request(request: dit_pb2.SynthesizeRequest, max_batch: int, codebook_size: int) -> SynthesisRequest:
     """SynthesizeRequest -> SynthesisRequest, validating on the way."""
     params = params_from_proto(request.params)
     validate_params(params)
-    seeds = list(request.seeds)
-    if not 1 <= len(seeds) <= max_batch:
-        raise InvalidArgument("seeds", f"one seed per batch item, 1-{max_batch} items, got {len(seeds)}")
-    for i, seed in enumerate(seeds):
-        if not 0 <= seed <= c.SEED_MAX:
-            raise InvalidArgument(f"seeds[{i}]", f"must be between 0 and {c.SEED_MAX}, got {seed}")
+    seeds = item_seeds(list(request.seeds), max_batch)
     codes: list[list[int]] | None = None
     if request.audio_codes:
         by_item = {ic.item_index: list(ic.codes) for ic in request.audio_codes}
         if sorted(by_item) != list(range(len(seeds))):
             raise InvalidArgument("audio_codes", f"needs codes for items 0-{len(seeds) - 1}, got {sorted(by_item)}")
-        codes = [by_item[i] for i in range(len(seeds))]
+        codes = [clamp_codes(by_item[i], codebook_size) for i in range(len(seeds))]
     elif params.audio_codes.strip():
-        codes = [parse_audio_codes(params.audio_codes)] * len(seeds)
+        codes = [parse_audio_codes(params.audio_codes, codebook_size)] * len(seeds)
     src_latents = _latents_from_proto(request.src_audio, "src_audio")
     if params.task_type in c.TASKS_NEEDING_SOURCE and src_latents is None and codes is None:
         raise InvalidArgument("src_audio", f"task_type={params.task_type} needs source audio latents (EncodeAudio)")
-    req = SynthesisRequest(
-        task_type=params.task_type,
-        instruction=params.instruction,
-        caption=params.caption,
-        lyrics=params.lyrics,
-        instrumental=params.instrumental,
-        vocal_language=params.vocal_language,
-        bpm=params.bpm,
-        keyscale=params.keyscale,
-        timesignature=params.timesignature,
-        duration=params.duration,
-        inference_steps=params.inference_steps,
-        guidance_scale=params.guidance_scale,
-        use_adg=params.use_adg,
-        cfg_interval_start=params.cfg_interval_start,
-        cfg_interval_end=params.cfg_interval_end,
-        repainting_start=params.repainting_start,
-        repainting_end=params.repainting_end,
-        audio_cover_strength=params.audio_cover_strength,
-        seeds=seeds,
-        audio_codes=codes,
+    return fields_from(
+        SynthesisRequest, params, seeds=seeds, audio_codes=codes, src_audio=None, reference_audio=None,
+        src_latents=src_latents, reference_latents=_latents_from_proto(request.reference_audio, "reference_audio"),
     )
-    req.src_latents = src_latents
-    req.reference_latents = _latents_from_proto(request.reference_audio, "reference_audio")
-    return req
 
 
 class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
@@ -129,27 +103,18 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
         return self.engine
 
     async def Synthesize(self, request, context) -> AsyncIterator[dit_pb2.SynthesizeResponse]:
-        with self.metrics.track("Synthesize") as outcome:
-            try:
-                engine = self._ready_engine()
-                req = engine_request(request, self.max_batch)
-                engine.validate(req)
-                chunk_frames = request.chunk_frames or DEFAULT_CHUNK_FRAMES
-                if not 1 <= chunk_frames <= MAX_CHUNK_FRAMES:
-                    raise InvalidArgument(
-                        "chunk_frames", f"must be between 1 and {MAX_CHUNK_FRAMES}, got {chunk_frames}"
-                    )
-                self.metrics.batch_size.labels("dit").observe(len(req.seeds))
-                async with self.admission.slot():
-                    async for response in self._stream(engine, req, chunk_frames):
-                        yield response
-            except (asyncio.CancelledError, GeneratorExit):
-                outcome["code"] = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:  # every failure becomes a status
-                await abort_with(context, exc, outcome)
-            finally:
-                release_accelerator_memory()
+        def open_stream():
+            engine = self._ready_engine()
+            req = engine_request(request, self.max_batch, engine.codebook_size)
+            engine.validate(req)
+            chunk_frames = request.chunk_frames or DEFAULT_CHUNK_FRAMES
+            if not 1 <= chunk_frames <= MAX_CHUNK_FRAMES:
+                raise InvalidArgument("chunk_frames", f"must be between 1 and {MAX_CHUNK_FRAMES}, got {chunk_frames}")
+            self.metrics.batch_size.labels("dit").observe(len(req.seeds))
+            return self._stream(engine, req, chunk_frames)
+
+        async for response in guarded_stream(context, self.metrics, "Synthesize", self.admission, open_stream):
+            yield response
 
     async def _stream(self, engine: DiTEngine, req: SynthesisRequest, chunk_frames: int):
         start = time.perf_counter()
@@ -184,6 +149,7 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
                         num_frames=event.num_samples,
                         gain=event.gain,
                         peak=event.peak,
+                        rms=event.rms,
                     )
                 )
             elif isinstance(event, TimeCosts):

@@ -8,13 +8,13 @@ stays free of model objects.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from acestep_client.errors import InvalidArgument
+from acestep_client.validation import parse_audio_codes as parse_code_tokens
 
 from .prompts import COVER_INSTRUCTION, DEFAULT_INSTRUCTION, TASK_INSTRUCTIONS, is_cover_instruction
 
@@ -24,14 +24,18 @@ SOURCE_TASKS = ("repaint", "lego", "extract", "complete")
 MIN_LATENT_FRAMES = 128
 REFERENCE_SECONDS = 30
 REFERENCE_SEGMENT_SECONDS = 10
-AUDIO_CODE_PATTERN = re.compile(r"<\|audio_code_(\d+)\|>")
 
 EncodeFn = Callable[[torch.Tensor], torch.Tensor]  # [2, n] audio → [T, C] latents
 
 
 def parse_audio_codes(text: str, codebook_size: int = 64000) -> list[int]:
     """``"<|audio_code_12|><|audio_code_7|>"`` → [12, 7]; ids are clamped into the codebook like the reference."""
-    return [min(int(m), codebook_size - 1) for m in AUDIO_CODE_PATTERN.findall(text)]
+    return clamp_codes(parse_code_tokens(text), codebook_size)
+
+
+def clamp_codes(codes: list[int], codebook_size: int = 64000) -> list[int]:
+    """The LM has 65,535 code tokens, the FSQ codebook 64,000 entries: the reference clamps, so do we."""
+    return [min(code, codebook_size - 1) for code in codes]
 
 
 @dataclass

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import torch
 
-from acestep_client import constants as c
 from acestep_client.convert import params_from_proto
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_client.proto.acestep.v1 import lm_pb2, lm_pb2_grpc
 from acestep_client.validation import validate_params
 from acestep_serving.admission import Admission
-from acestep_serving.devices import release_accelerator_memory
-from acestep_serving.errors import Unavailable, abort_with
+from acestep_serving.errors import Unavailable
 from acestep_serving.metrics import ServiceMetrics
+from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
 from acestep_serving.worker import stream_from_thread
 from lm_service.planner import ItemCodes, ItemMetadata, PhaseProgress, PhaseTimes, Planner, PlanRequest
 
@@ -42,39 +39,13 @@ class LMMetrics(ServiceMetrics):
 def planner_request(request: lm_pb2.PlanRequest, max_batch: int) -> PlanRequest:
     params = params_from_proto(request.params)
     validate_params(params)
-    seeds = list(request.seeds)
-    if not 1 <= len(seeds) <= max_batch:
-        raise InvalidArgument("seeds", f"one seed per batch item, 1-{max_batch} items, got {len(seeds)}")
-    for i, seed in enumerate(seeds):
-        if not 0 <= seed <= c.SEED_MAX:
-            raise InvalidArgument(f"seeds[{i}]", f"must be between 0 and {c.SEED_MAX}, got {seed}")
+    seeds = item_seeds(list(request.seeds), max_batch)
     chunk = request.lm_batch_chunk_size if request.HasField("lm_batch_chunk_size") else 8
     if not 1 <= chunk <= max_batch:
         raise InvalidArgument("lm_batch_chunk_size", f"must be between 1 and {max_batch}, got {chunk}")
-    return PlanRequest(
-        caption=params.caption,
-        lyrics=params.lyrics,
-        instrumental=params.instrumental,
-        vocal_language=params.vocal_language,
-        bpm=params.bpm,
-        keyscale=params.keyscale,
-        timesignature=params.timesignature,
-        duration=params.duration,
-        thinking=params.thinking,
-        lm_temperature=params.lm_temperature,
-        lm_cfg_scale=params.lm_cfg_scale,
-        lm_top_k=params.lm_top_k,
-        lm_top_p=params.lm_top_p,
-        lm_negative_prompt=params.lm_negative_prompt,
-        use_cot_metas=params.use_cot_metas,
-        use_cot_caption=params.use_cot_caption,
-        use_cot_lyrics=params.use_cot_lyrics,
-        use_cot_language=params.use_cot_language,
-        use_constrained_decoding=params.use_constrained_decoding,
-        constrained_decoding_debug=request.constrained_decoding_debug,
-        seeds=seeds,
-        lm_batch_chunk_size=chunk,
-        generate_codes=request.generate_codes,
+    return fields_from(
+        PlanRequest, params, constrained_decoding_debug=request.constrained_decoding_debug, seeds=seeds,
+        lm_batch_chunk_size=chunk, generate_codes=request.generate_codes,
     )
 
 
@@ -112,23 +83,15 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
         self.executor = ThreadPoolExecutor(max_workers=admission.max_running, thread_name_prefix="lm-worker")
 
     async def Plan(self, request, context) -> AsyncIterator[lm_pb2.PlanResponse]:
-        with self.metrics.track("Plan") as outcome:
-            try:
-                if self.planner is None:
-                    raise Unavailable("the LM is still loading; retry shortly")
-                planner = self.planner
-                req = planner_request(request, self.max_batch)
-                planner.validate(req)
-                async with self.admission.slot():
-                    async for response in self._stream(planner, req):
-                        yield response
-            except (asyncio.CancelledError, GeneratorExit):
-                outcome["code"] = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:  # every failure becomes a status
-                await abort_with(context, exc, outcome)
-            finally:
-                release_accelerator_memory()
+        def open_stream():
+            if self.planner is None:
+                raise Unavailable("the LM is still loading; retry shortly")
+            req = planner_request(request, self.max_batch)
+            self.planner.validate(req)
+            return self._stream(self.planner, req)
+
+        async for response in guarded_stream(context, self.metrics, "Plan", self.admission, open_stream):
+            yield response
 
     async def _stream(self, planner: Planner, req: PlanRequest):
         start = time.perf_counter()

@@ -10,71 +10,19 @@ from dataclasses import dataclass
 
 import torch
 
-LANGUAGES: tuple[str, ...] = tuple(
-    [
-        "ar",
-        "az",
-        "bg",
-        "bn",
-        "ca",
-        "cs",
-        "da",
-        "de",
-        "el",
-        "en",
-        "es",
-        "fa",
-        "fi",
-        "fr",
-        "he",
-        "hi",
-        "hr",
-        "ht",
-        "hu",
-        "id",
-        "is",
-        "it",
-        "ja",
-        "ko",
-        "la",
-        "lt",
-        "ms",
-        "ne",
-        "nl",
-        "no",
-        "pa",
-        "pl",
-        "pt",
-        "ro",
-        "ru",
-        "sa",
-        "sk",
-        "sr",
-        "sv",
-        "sw",
-        "ta",
-        "te",
-        "th",
-        "tl",
-        "tr",
-        "uk",
-        "ur",
-        "vi",
-        "yue",
-        "zh",
-        "unknown",
-    ]
-)
+from acestep_client import constants as api
+
+LANGUAGES: tuple[str, ...] = api.VOCAL_LANGUAGES
 KEYSCALE_NOTES = ("A", "B", "C", "D", "E", "F", "G")
 KEYSCALE_ACCIDENTALS = ("", "#", "b", "♯", "♭")
 KEYSCALE_MODES = ("major", "minor")
 KEYSCALES: tuple[str, ...] = tuple(
     f"{note}{acc} {mode}" for note in KEYSCALE_NOTES for acc in KEYSCALE_ACCIDENTALS for mode in KEYSCALE_MODES
 )
-TIME_SIGNATURES: tuple[str, ...] = ("2", "3", "4", "6")
-BPM_MIN, BPM_MAX = 30, 300
-DURATION_MIN, DURATION_MAX = 10, 600
-CODES_PER_SECOND = 5
+TIME_SIGNATURES: tuple[str, ...] = api.TIME_SIGNATURES
+BPM_MIN, BPM_MAX = api.BPM_RANGE
+DURATION_MIN, DURATION_MAX = (int(v) for v in api.DURATION_RANGE)
+CODES_PER_SECOND = api.CODES_PER_SECOND
 NUM_AUDIO_CODE_TOKENS = 65535  # <|audio_code_0|> .. <|audio_code_65534|> exist in the vocabulary
 MAX_AUDIO_CODE = 63999  # only codes 0..63999 (FSQ 8*8*8*5*5*5) are ever sampled / accepted by the DiT
 MAX_CAPTION_TOKENS = 512

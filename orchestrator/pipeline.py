@@ -13,10 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from acestep_client import constants as c
-from acestep_client.audio_io import detect_format, pcm_array
+from acestep_client.audio_io import detect_format
 from acestep_client.convert import config_from_proto, params_from_proto, params_to_proto
 from acestep_client.errors import FailedPrecondition, InvalidArgument
 from acestep_client.keys import audio_key
@@ -45,24 +43,6 @@ class Backends:
     dit: ReplicaPool
     lm: ReplicaPool | None = None
     audio_root: Path | None = None  # server-side paths are honoured only below this folder
-
-
-@dataclass
-class _ItemLevel:
-    """Running peak / energy of an item's streamed audio, for the reference's silence check."""
-
-    peak: float = 0.0
-    energy: float = 0.0
-    frames: int = 0
-
-    def add(self, pcm: np.ndarray) -> None:
-        self.peak = max(self.peak, float(np.abs(pcm).max(initial=0.0)))
-        self.energy += float(np.square(pcm, dtype=np.float64).sum())
-        self.frames += pcm.size
-
-    def silent(self, gain: float) -> bool:
-        rms = (self.energy / max(self.frames, 1)) ** 0.5
-        return rms * gain <= SILENCE_LEVEL and self.peak * gain <= SILENCE_LEVEL
 
 
 @dataclass
@@ -162,7 +142,6 @@ async def generate_events(
         synth.audio_codes.extend(gen_pb2.ItemCodes(item_index=i, codes=codes) for i, codes in codes_by_item.items())
     synth.params.CopyFrom(params_to_proto(conditions))
 
-    levels = [_ItemLevel() for _ in seeds]
     async for response in backends.dit.stream("Synthesize", synth, timeout=timeout()):
         kind = response.WhichOneof("event")
         if kind == "progress":
@@ -172,7 +151,6 @@ async def generate_events(
             if run.first_audio is None:
                 run.first_audio = time.perf_counter() - run.started
                 on_first_audio(run.first_audio)
-            levels[response.audio_chunk.item_index].add(pcm_array(response.audio_chunk.pcm_f32le))
             yield orchestrator_pb2.GenerateMusicResponse(audio_chunk=response.audio_chunk)
         elif kind == "item_done":
             done = response.item_done
@@ -180,7 +158,7 @@ async def generate_events(
                             f"item {done.item_index + 1}/{len(seeds)} decoded")
             yield orchestrator_pb2.GenerateMusicResponse(item_result=_item_result(
                 params, metadata_by_item.get(done.item_index, first_metadata),
-                codes_by_item.get(done.item_index), seeds[done.item_index], done, levels[done.item_index]))
+                codes_by_item.get(done.item_index), seeds[done.item_index], done))
         elif kind == "time_costs":
             run.dit_costs.update(response.time_costs.seconds)
 
@@ -227,11 +205,16 @@ def _metadata_dict(meta: gen_pb2.LmMetadata) -> dict:
 
 
 def _item_result(params: GenerationParams, metadata: dict, codes: list[int] | None, seed: int,
-                 done: dit_pb2.ItemDone, level: _ItemLevel) -> orchestrator_pb2.ItemResult:
+                 done: dit_pb2.ItemDone) -> orchestrator_pb2.ItemResult:
     final = with_cot(params, metadata)
     final = dataclasses.replace(final, seed=seed)
     if codes is not None:
         final.audio_codes = "".join(f"<|audio_code_{code}|>" for code in codes)
     return orchestrator_pb2.ItemResult(
         item_index=done.item_index, seed=seed, key=audio_key(final.to_dict()), params=params_to_proto(final),
-        num_frames=done.num_frames, sample_rate_hz=c.SAMPLE_RATE, silent=level.silent(done.gain), gain=done.gain)
+        num_frames=done.num_frames, sample_rate_hz=c.SAMPLE_RATE, silent=_silent(done), gain=done.gain)
+
+
+def _silent(done: dit_pb2.ItemDone) -> bool:
+    """The reference's check on the final audio: RMS and peak both at or below 1e-5."""
+    return done.rms * done.gain <= SILENCE_LEVEL and done.peak * done.gain <= SILENCE_LEVEL

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import grpc
 
+from acestep_client.constants import SAMPLE_RATE
 from acestep_client.convert import params_from_proto
 from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestrator_pb2_grpc
 from acestep_serving.admission import Admission
-from acestep_serving.errors import abort_with
 from acestep_serving.metrics import ServiceMetrics, serve_metrics
+from acestep_serving.rpc import guarded_stream
 from acestep_serving.server import GrpcServer, ServerOptions
 from orchestrator.pipeline import Backends, generate_events
 from orchestrator.replicas import ReplicaPool, parse_targets
@@ -49,29 +50,25 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
         task_type = params_from_proto(request.params).task_type if request.HasField("params") else "text2music"
         start = time.perf_counter()
         audio_frames = 0
-        with self.metrics.track("GenerateMusic") as outcome:
-            try:
-                async with self.admission.slot():
-                    events = generate_events(
-                        request, self.backends, timeout=context.time_remaining,
-                        on_first_audio=self.metrics.first_audio_seconds.labels("orchestrator").observe)
-                    async for event in events:
-                        if event.WhichOneof("event") == "item_result":
-                            audio_frames += event.item_result.num_frames
-                        yield event
-                elapsed = time.perf_counter() - start
-                self.metrics.e2e_seconds.labels("orchestrator").observe(elapsed)
-                self.metrics.rtf.labels("orchestrator").observe(audio_frames / 48_000 / max(elapsed, 1e-9))
-            except (asyncio.CancelledError, GeneratorExit):
-                outcome["code"] = grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AioRpcError as exc:  # a downstream status passes through unchanged
-                outcome["code"] = exc.code()
-                await context.abort(exc.code(), exc.details() or exc.code().name)
-            except Exception as exc:
-                await abort_with(context, exc, outcome)
-            finally:
-                self.metrics.generations.labels("orchestrator", task_type, outcome["code"].name).inc()
+
+        async def events():
+            nonlocal audio_frames
+            async for event in generate_events(
+                request, self.backends, timeout=context.time_remaining,
+                on_first_audio=self.metrics.first_audio_seconds.labels("orchestrator").observe,
+            ):
+                if event.WhichOneof("event") == "item_result":
+                    audio_frames += event.item_result.num_frames
+                yield event
+            elapsed = time.perf_counter() - start
+            self.metrics.e2e_seconds.labels("orchestrator").observe(elapsed)
+            self.metrics.rtf.labels("orchestrator").observe(audio_frames / SAMPLE_RATE / max(elapsed, 1e-9))
+
+        def count(code: grpc.StatusCode) -> None:
+            self.metrics.generations.labels("orchestrator", task_type, code.name).inc()
+
+        async for event in guarded_stream(context, self.metrics, "GenerateMusic", self.admission, events, count):
+            yield event
 
 
 @dataclass

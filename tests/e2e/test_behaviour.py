@@ -158,3 +158,13 @@ def test_spec_spellings_of_key_and_meter_reach_the_models_in_canonical_form(stac
     assert result.success, result.error
     reported = result.audios[0]["params"]
     assert (reported["keyscale"], reported["timesignature"]) == ("Am", "6/8")  # the caller's values, untouched
+
+
+def test_codes_beyond_the_dit_codebook_are_clamped_like_the_reference(stack):
+    """The LM vocabulary has 65,535 codes, the DiT codebook 64,000: the top ones clamp, never fail."""
+    codes = "".join(f"<|audio_code_{n}|>" for n in [0, 63_999, 64_000, 65_534] * 13)  # 52 codes = 10.4 s
+    params = GenerationParams(task_type="cover", audio_codes=codes, caption="x", thinking=False,
+                              use_cot_metas=False)
+    result = _generate(stack.address, params, GenerationConfig(batch_size=1))
+    assert result.success, result.error
+    assert result.audios[0]["tensor"].shape[1] == 52 * 5 * 1920

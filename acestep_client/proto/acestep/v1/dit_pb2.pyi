@@ -36,18 +36,20 @@ class SynthesizeRequest(_message.Message):
     def __init__(self, params: _Optional[_Union[_generation_pb2.GenerationParams, _Mapping]] = ..., seeds: _Optional[_Iterable[int]] = ..., audio_codes: _Optional[_Iterable[_Union[_generation_pb2.ItemCodes, _Mapping]]] = ..., src_audio: _Optional[_Union[_generation_pb2.EncodedAudio, _Mapping]] = ..., reference_audio: _Optional[_Union[_generation_pb2.EncodedAudio, _Mapping]] = ..., chunk_frames: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ItemDone(_message.Message):
-    __slots__ = ("item_index", "seed", "num_frames", "gain", "peak")
+    __slots__ = ("item_index", "seed", "num_frames", "gain", "peak", "rms")
     ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     GAIN_FIELD_NUMBER: _ClassVar[int]
     PEAK_FIELD_NUMBER: _ClassVar[int]
+    RMS_FIELD_NUMBER: _ClassVar[int]
     item_index: int
     seed: int
     num_frames: int
     gain: float
     peak: float
-    def __init__(self, item_index: _Optional[int] = ..., seed: _Optional[int] = ..., num_frames: _Optional[int] = ..., gain: _Optional[float] = ..., peak: _Optional[float] = ...) -> None: ...
+    rms: float
+    def __init__(self, item_index: _Optional[int] = ..., seed: _Optional[int] = ..., num_frames: _Optional[int] = ..., gain: _Optional[float] = ..., peak: _Optional[float] = ..., rms: _Optional[float] = ...) -> None: ...
 
 class SynthesizeResponse(_message.Message):
     __slots__ = ("progress", "audio_chunk", "item_done", "time_costs")
