@@ -8,7 +8,14 @@ from acestep_client.errors import (
     NotFound,
     ResourceExhausted,
 )
-from acestep_client.types import GenerationConfig, GenerationParams, GenerationResult
+from acestep_client.types import (
+    CreateSampleResult,
+    FormatSampleResult,
+    GenerationConfig,
+    GenerationParams,
+    GenerationResult,
+    UnderstandResult,
+)
 
 # The clients pull in grpc; model code imports acestep_client.errors/types and must not, so these
 # names load on first use.
@@ -16,6 +23,9 @@ _LAZY = {
     "AceStepClient": "acestep_client.client",
     "AsyncAceStepClient": "acestep_client.client",
     "generate_music": "acestep_client.api",
+    "understand_music": "acestep_client.text_modes",
+    "create_sample": "acestep_client.text_modes",
+    "format_sample": "acestep_client.text_modes",
     "RemoteDiT": "acestep_client.handles",
     "RemoteLM": "acestep_client.handles",
     "RemoteOrchestrator": "acestep_client.handles",
@@ -37,7 +47,9 @@ __all__ = [
     "AceStepError",
     "AsyncAceStepClient",
     "Cancelled",
+    "CreateSampleResult",
     "FailedPrecondition",
+    "FormatSampleResult",
     "GenerationConfig",
     "GenerationParams",
     "GenerationResult",
@@ -47,5 +59,9 @@ __all__ = [
     "RemoteLM",
     "RemoteOrchestrator",
     "ResourceExhausted",
+    "UnderstandResult",
+    "create_sample",
+    "format_sample",
     "generate_music",
+    "understand_music",
 ]

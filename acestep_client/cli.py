@@ -1,5 +1,5 @@
-"""The ``acestep`` command: generate music (against a server or an in-process stack), run servers,
-write tiny random checkpoints.
+"""The ``acestep`` command: generate music (against a server or an in-process stack), the LM's text
+modes (``cli_text``), run servers, write tiny random checkpoints.
 
 Exit codes: 0 success, 1 generation failed, 2 bad input (nothing is written), 130 interrupted.
 """
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
+from acestep_client.cli_common import add_connection_flags, announce, client_options, text_or_file
+from acestep_client.cli_text import TEXT_COMMANDS, add_text_commands, run_text_command
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import orchestrator_pb2
 from acestep_client.types import GenerationConfig, GenerationParams, GenerationResult
@@ -77,15 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="use --seeds/--seed (default when they are given)")
     gen.add_argument("--audio-format", default=None, help="flac (default), wav or mp3")
     gen.add_argument("--out", default="./outputs", help="output directory (default ./outputs)")
-    gen.add_argument("--target", default=None,
-                     help="orchestrator HOST:PORT; without it an in-process stack runs from --checkpoints")
-    gen.add_argument("--api-key", default=os.environ.get("ACESTEP_API_KEY"), help="sent as x-api-key")
-    gen.add_argument("--root-cert", default=None, help="PEM CA bundle: connect with TLS")
-    gen.add_argument("--client-key", default=None, help="PEM client key (mTLS, with --client-cert)")
-    gen.add_argument("--client-cert", default=None, help="PEM client certificate chain (mTLS)")
-    gen.add_argument("--timeout", type=float, default=None, help="deadline of the call, seconds")
-    gen.add_argument("--checkpoints", default="./checkpoints", help="checkpoint directory of the in-process stack")
+    add_connection_flags(gen)
     gen.add_argument("--quiet", action="store_true", help="no progress output")
+    add_text_commands(commands)
 
     serve = commands.add_parser("serve", help="run a server", description="Run lm, dit, orchestrator or all.")
     serve.add_argument("component", choices=("lm", "dit", "orchestrator", "all"))
@@ -97,15 +91,6 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("dir")
     tiny.add_argument("--seed", type=int, default=0)
     return parser
-
-
-def _text_or_file(field: str, value: str) -> str:
-    if not value.startswith("@"):
-        return value
-    path = Path(value[1:]).expanduser()
-    if not path.is_file():
-        raise InvalidArgument(field, f"file not found: {path}")
-    return path.read_text(encoding="utf-8")
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -120,7 +105,7 @@ def build_inputs(args: argparse.Namespace) -> tuple[GenerationParams, Generation
     values: dict[str, Any] = {f: getattr(args, f) for f in _PARAM_FIELDS if getattr(args, f) is not None}
     for field in ("lyrics", "audio_codes"):
         if field in values:
-            values[field] = _text_or_file(field, values[field])
+            values[field] = text_or_file(field, values[field])
     params = GenerationParams(**values)
     config = GenerationConfig()
     if args.batch_size is not None:
@@ -156,22 +141,12 @@ async def _observed_async(events: AsyncIterator[Any], printer: Any) -> AsyncIter
             await aclose()
 
 
-def _client_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "api_key": args.api_key,
-        "root_certificates": args.root_cert,
-        "private_key": args.client_key,
-        "certificate_chain": args.client_cert,
-        "timeout": args.timeout,
-    }
-
-
 def _generate_remote(args: argparse.Namespace, request: Any, printer: Any) -> GenerationResult:
     from acestep_client.assemble import assemble
     from acestep_client.client import AceStepClient
     from acestep_client.request import request_audio_format
 
-    with AceStepClient(args.target, **_client_options(args)) as client:
+    with AceStepClient(args.target, **client_options(args)) as client:
         events = _observed(client.stream_request(request), printer)
         return assemble(events, args.out, request_audio_format(request))
 
@@ -181,9 +156,6 @@ async def _generate_embedded(args: argparse.Namespace, request: Any, printer: An
     from acestep_client.client import AsyncAceStepClient
     from acestep_client.request import request_audio_format
     from orchestrator.stack import embedded_stack
-
-    def announce(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
 
     async with (
         embedded_stack(args.checkpoints, announce=announce) as address,
@@ -279,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if args.command == "serve":
             return _serve(args.component, args.server_args)
+        if args.command in TEXT_COMMANDS:
+            return run_text_command(args)
         return _make_tiny_checkpoints(args.dir, args.seed)
     except KeyboardInterrupt:
         print("acestep: interrupted", file=sys.stderr)

@@ -14,10 +14,26 @@ from typing import Any
 
 import grpc
 
-from acestep_client.assemble import ProgressCallback, assemble, assemble_async
+from acestep_client.assemble import CALL_FAILURES, ProgressCallback, assemble, assemble_async, error_text
+from acestep_client.describe import (
+    DescribeProgress,
+    build_task,
+    failed_result,
+    read_description,
+    read_description_async,
+    result_from_description,
+    sampling_args,
+)
 from acestep_client.proto.acestep.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from acestep_client.request import build_request, request_audio_format
-from acestep_client.types import GenerationConfig, GenerationParams, GenerationResult
+from acestep_client.types import (
+    CreateSampleResult,
+    FormatSampleResult,
+    GenerationConfig,
+    GenerationParams,
+    GenerationResult,
+    UnderstandResult,
+)
 
 Pem = bytes | str | os.PathLike | None
 API_KEY_HEADER = "x-api-key"
@@ -112,6 +128,50 @@ class _ClientBase:
     def stream_request(self, request: orchestrator_pb2.GenerateMusicRequest, *, timeout: float | None = None):
         raise NotImplementedError
 
+    # The LM's text modes, with the reference's arguments plus ``seed`` (reproducible runs),
+    # ``max_new_tokens`` (caps CoT + lyrics), ``timeout`` and ``progress(fraction, message)``.
+    # On the asyncio client each returns an awaitable.
+    def understand_music(
+        self, audio_codes: str | list[int], temperature: float = 0.85, top_k: int | None = None,
+        top_p: float | None = None, repetition_penalty: float = 1.0, use_constrained_decoding: bool = True,
+        constrained_decoding_debug: bool = False, *, seed: int | None = None, max_new_tokens: int | None = None,
+        timeout: float | None = None, progress: DescribeProgress | None = None,
+    ) -> UnderstandResult:  # fmt: skip
+        """Describe the song behind ``audio_codes`` (metadata, caption, lyrics)."""
+        sampling = sampling_args(locals())
+        return self.describe("understand", {"audio_codes": audio_codes}, sampling, timeout, progress)
+
+    def create_sample(
+        self, query: str, instrumental: bool = False, vocal_language: str | None = None, temperature: float = 0.85,
+        top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+        use_constrained_decoding: bool = True, constrained_decoding_debug: bool = False, *, seed: int | None = None,
+        max_new_tokens: int | None = None, timeout: float | None = None, progress: DescribeProgress | None = None,
+    ) -> CreateSampleResult:  # fmt: skip
+        """Write a complete sample (caption, lyrics, metadata) from a free-text query."""
+        sampling = sampling_args(locals())
+        inputs = {"query": query, "instrumental": instrumental, "vocal_language": vocal_language}
+        return self.describe("create_sample", inputs, sampling, timeout, progress)
+
+    def format_sample(
+        self, caption: str, lyrics: str, user_metadata: dict[str, Any] | None = None, temperature: float = 0.85,
+        top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+        use_constrained_decoding: bool = True, constrained_decoding_debug: bool = False, *, seed: int | None = None,
+        max_new_tokens: int | None = None, timeout: float | None = None, progress: DescribeProgress | None = None,
+    ) -> FormatSampleResult:  # fmt: skip
+        """Enhance the user's caption and lyrics and add metadata; ``user_metadata`` values are kept."""
+        sampling = sampling_args(locals())
+        inputs = {"caption": caption, "lyrics": lyrics, "user_metadata": user_metadata}
+        return self.describe("format_sample", inputs, sampling, timeout, progress)
+
+    def describe(self, mode: str, inputs: dict[str, Any], sampling: dict[str, Any], timeout: float | None,
+                  progress: DescribeProgress | None) -> Any:  # fmt: skip
+        """One text-mode call from the reference functions' arguments; the three methods above wrap it."""
+        raise NotImplementedError
+
+    def _describe_call(self, task: Any, timeout: float | None) -> Any:
+        request = orchestrator_pb2.DescribeMusicRequest(task=task)
+        return self._stub.DescribeMusic(request, timeout=self._opts.deadline(timeout), metadata=self._opts.metadata)
+
 
 class AceStepClient(_ClientBase):
     """Blocking client. ``with AceStepClient("host:50051") as c: result = c.generate(params, config)``.
@@ -147,6 +207,15 @@ class AceStepClient(_ClientBase):
     ) -> GenerationResult:
         events = self.stream_request(request, timeout=timeout)
         return assemble(events, save_dir, request_audio_format(request), progress)
+
+    def describe(self, mode, inputs, sampling, timeout, progress) -> Any:
+        """One DescribeMusic call; bad input and failures give ``success=False``, as the reference does."""
+        try:
+            task = build_task(mode, inputs, sampling)
+            description = read_description(_cancel_on_close(self._describe_call(task, timeout)), progress)
+        except CALL_FAILURES as exc:
+            return failed_result(mode, error_text(exc))
+        return result_from_description(mode, description, inputs.get("lyrics", ""))
 
     def close(self) -> None:
         self._channel.close()
@@ -206,6 +275,18 @@ class AsyncAceStepClient(_ClientBase):
     ) -> GenerationResult:
         events = self.stream_request(request, timeout=timeout)
         return await assemble_async(events, save_dir, request_audio_format(request), progress)
+
+    async def describe(self, mode, inputs, sampling, timeout, progress) -> Any:
+        try:
+            task = build_task(mode, inputs, sampling)
+            call = self._describe_call(task, timeout)
+            try:
+                description = await read_description_async(call, progress)
+            finally:
+                call.cancel()
+        except CALL_FAILURES as exc:
+            return failed_result(mode, error_text(exc))
+        return result_from_description(mode, description, inputs.get("lyrics", ""))
 
     async def close(self) -> None:
         await self._channel.close()

@@ -101,3 +101,47 @@ class GenerationResult:
     extra_outputs: dict[str, Any] = field(default_factory=dict)
     success: bool = True
     error: str | None = None
+
+
+@dataclass
+class _SampleText:
+    """Fields shared by the LM's text modes (the reference's understand/create/format results)."""
+
+    caption: str = ""
+    lyrics: str = ""
+    bpm: int | None = None
+    duration: float | None = None
+    keyscale: str = ""
+    language: str = ""
+    timesignature: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class UnderstandResult(_SampleText):
+    """What ``understand_music`` returns: the song described by its audio codes."""
+
+    status_message: str = ""
+    success: bool = True
+    error: str | None = None
+
+
+@dataclass
+class CreateSampleResult(_SampleText):
+    """What ``create_sample`` returns: a complete sample written from a free-text query."""
+
+    instrumental: bool = False
+    status_message: str = ""
+    success: bool = True
+    error: str | None = None
+
+
+@dataclass
+class FormatSampleResult(_SampleText):
+    """What ``format_sample`` returns: the user's caption and lyrics, enhanced and with metadata."""
+
+    status_message: str = ""
+    success: bool = True
+    error: str | None = None

@@ -35,13 +35,13 @@ def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def _in_range(name: str, value: object, low: float, high: float, *, integer: bool = False) -> None:
+def check_range(name: str, value: object, low: float, high: float, *, integer: bool = False) -> None:
     number = _number(name, value, integer=integer)
     if not low <= number <= high:
         raise InvalidArgument(name, f"must be between {_fmt(low)} and {_fmt(high)}, got {value!r}")
 
 
-def _max_chars(name: str, value: object, limit: int) -> None:
+def check_max_chars(name: str, value: object, limit: int) -> None:
     if not isinstance(value, str):
         raise InvalidArgument(name, f"must be a string, got {type(value).__name__}")
     if len(value) > limit:
@@ -54,7 +54,7 @@ def _bool(name: str, value: object) -> None:
 
 
 def _seed(name: str, value: object) -> None:
-    _in_range(name, value, -1, c.SEED_MAX, integer=True)
+    check_range(name, value, -1, c.SEED_MAX, integer=True)
 
 
 def normalize_timesignature(value: str) -> str:
@@ -72,6 +72,41 @@ def normalize_keyscale(value: str) -> str:
     mode = "minor" if (match.group(1) or "").lower() in {"m", "min"} else "major"
     note = value[: len(value) - len(match.group(1) or "")].strip()
     return f"{note[0].upper()}{note[1:]} {mode}"
+
+
+def check_keyscale(name: str, value: object) -> None:
+    check_max_chars(name, value, 32)
+    if value.strip() and not _KEYSCALE.match(value.strip()):
+        raise InvalidArgument(name, f"must be a key like 'C major', 'F# minor' or 'Am' (or empty), got {value!r}")
+
+
+def check_timesignature(name: str, value: object) -> None:
+    check_max_chars(name, value, 8)
+    if value.strip() and normalize_timesignature(value) not in c.TIME_SIGNATURES:
+        allowed = ", ".join([*c.TIME_SIGNATURES, *c.TIME_SIGNATURE_FRACTIONS])
+        raise InvalidArgument(name, f"must be one of {allowed} (or empty), got {value!r}")
+
+
+def check_language(name: str, value: object, *, allow_empty: bool) -> None:
+    check_max_chars(name, value, 16)
+    if not (allow_empty and value == "") and value not in c.VOCAL_LANGUAGES:
+        empty = " (or empty)" if allow_empty else ""
+        raise InvalidArgument(name, f"must be one of {' '.join(c.VOCAL_LANGUAGES)}{empty}, got {value!r}")
+
+
+def check_audio_codes(name: str, text: object, max_codes: int | None = None) -> None:
+    """A string of ``<|audio_code_N|>`` tokens, N in 0-65534; ``max_codes`` caps their count."""
+    check_max_chars(name, text, 600 * c.CODES_PER_SECOND * 24)
+    if not text.strip():
+        return
+    if not _AUDIO_CODES.match(text):
+        raise InvalidArgument(name, "must be a string of <|audio_code_N|> tokens, N in 0-65534")
+    values = parse_audio_codes(text)
+    if max_codes is not None and len(values) > max_codes:
+        raise InvalidArgument(name, f"at most {max_codes} codes, got {len(values)}")
+    bad = [n for n in values if n > c.AUDIO_CODE_MAX]
+    if bad:
+        raise InvalidArgument(name, f"code values must be in 0-{c.AUDIO_CODE_MAX}, got {bad[0]}")
 
 
 def parse_audio_codes(text: str) -> list[int]:
@@ -93,13 +128,13 @@ def named_tracks(instruction: str) -> list[str]:
 def validate_params(p: GenerationParams) -> None:
     if p.task_type not in c.TASK_TYPES:
         raise InvalidArgument("task_type", f"must be one of {', '.join(c.TASK_TYPES)}, got {p.task_type!r}")
-    _max_chars("instruction", p.instruction, c.MAX_INSTRUCTION_CHARS)
-    _max_chars("caption", p.caption, c.MAX_CAPTION_CHARS)
-    _max_chars("lyrics", p.lyrics, c.MAX_LYRICS_CHARS)
-    _max_chars("lm_negative_prompt", p.lm_negative_prompt, c.MAX_NEGATIVE_PROMPT_CHARS)
+    check_max_chars("instruction", p.instruction, c.MAX_INSTRUCTION_CHARS)
+    check_max_chars("caption", p.caption, c.MAX_CAPTION_CHARS)
+    check_max_chars("lyrics", p.lyrics, c.MAX_LYRICS_CHARS)
+    check_max_chars("lm_negative_prompt", p.lm_negative_prompt, c.MAX_NEGATIVE_PROMPT_CHARS)
     for name in ("cot_caption", "cot_keyscale", "cot_timesignature", "cot_vocal_language"):
-        _max_chars(name, getattr(p, name), c.MAX_CAPTION_CHARS)
-    _max_chars("cot_lyrics", p.cot_lyrics, c.MAX_LYRICS_CHARS)
+        check_max_chars(name, getattr(p, name), c.MAX_CAPTION_CHARS)
+    check_max_chars("cot_lyrics", p.cot_lyrics, c.MAX_LYRICS_CHARS)
     for name in ("reference_audio", "src_audio"):
         value = getattr(p, name)
         if value is not None and (not isinstance(value, str) or not value):
@@ -120,40 +155,30 @@ def validate_params(p: GenerationParams) -> None:
             f"got {p.instruction!r}",
         )
 
-    _max_chars("vocal_language", p.vocal_language, 16)
-    if p.vocal_language not in c.VOCAL_LANGUAGES:
-        allowed = " ".join(c.VOCAL_LANGUAGES)
-        raise InvalidArgument("vocal_language", f"must be one of {allowed}, got {p.vocal_language!r}")
+    check_language("vocal_language", p.vocal_language, allow_empty=False)
     if p.bpm is not None:
-        _in_range("bpm", p.bpm, *c.BPM_RANGE, integer=True)
+        check_range("bpm", p.bpm, *c.BPM_RANGE, integer=True)
     if p.cot_bpm is not None:
-        _in_range("cot_bpm", p.cot_bpm, *c.BPM_RANGE, integer=True)
-    _max_chars("keyscale", p.keyscale, 32)
-    if p.keyscale.strip() and not _KEYSCALE.match(p.keyscale.strip()):
-        raise InvalidArgument(
-            "keyscale", f"must be a key like 'C major', 'F# minor' or 'Am' (or empty), got {p.keyscale!r}"
-        )
-    _max_chars("timesignature", p.timesignature, 8)
-    if p.timesignature.strip() and normalize_timesignature(p.timesignature) not in c.TIME_SIGNATURES:
-        allowed = ", ".join([*c.TIME_SIGNATURES, *c.TIME_SIGNATURE_FRACTIONS])
-        raise InvalidArgument("timesignature", f"must be one of {allowed} (or empty), got {p.timesignature!r}")
+        check_range("cot_bpm", p.cot_bpm, *c.BPM_RANGE, integer=True)
+    check_keyscale("keyscale", p.keyscale)
+    check_timesignature("timesignature", p.timesignature)
     duration = _number("duration", p.duration)
     if duration > 0 and not c.DURATION_RANGE[0] <= duration <= c.DURATION_RANGE[1]:
         raise InvalidArgument("duration", f"must be between 10 and 600 seconds, or <= 0 for auto, got {p.duration!r}")
     if p.cot_duration is not None:
-        _in_range("cot_duration", p.cot_duration, *c.DURATION_RANGE)
+        check_range("cot_duration", p.cot_duration, *c.DURATION_RANGE)
 
-    _in_range("inference_steps", p.inference_steps, *c.INFERENCE_STEPS_RANGE, integer=True)
+    check_range("inference_steps", p.inference_steps, *c.INFERENCE_STEPS_RANGE, integer=True)
     _seed("seed", p.seed)
-    _in_range("guidance_scale", p.guidance_scale, *c.GUIDANCE_SCALE_RANGE)
-    _in_range("cfg_interval_start", p.cfg_interval_start, 0.0, 1.0)
-    _in_range("cfg_interval_end", p.cfg_interval_end, 0.0, 1.0)
+    check_range("guidance_scale", p.guidance_scale, *c.GUIDANCE_SCALE_RANGE)
+    check_range("cfg_interval_start", p.cfg_interval_start, 0.0, 1.0)
+    check_range("cfg_interval_end", p.cfg_interval_end, 0.0, 1.0)
     if p.cfg_interval_start > p.cfg_interval_end:
         raise InvalidArgument(
             "cfg_interval_start",
             f"must be <= cfg_interval_end ({p.cfg_interval_end:g}), got {p.cfg_interval_start:g}",
         )
-    _in_range("repainting_start", p.repainting_start, -c.DURATION_RANGE[1], c.DURATION_RANGE[1])
+    check_range("repainting_start", p.repainting_start, -c.DURATION_RANGE[1], c.DURATION_RANGE[1])
     end = _number("repainting_end", p.repainting_end)
     if end != -1 and not p.repainting_start < end <= 2 * c.DURATION_RANGE[1]:
         raise InvalidArgument(
@@ -161,25 +186,19 @@ def validate_params(p: GenerationParams) -> None:
             f"must be -1 (end of audio) or in ({p.repainting_start:g}, {2 * c.DURATION_RANGE[1]:g}] seconds, "
             f"after repainting_start, got {p.repainting_end!r}",
         )
-    _in_range("audio_cover_strength", p.audio_cover_strength, 0.0, 1.0)
+    check_range("audio_cover_strength", p.audio_cover_strength, 0.0, 1.0)
 
-    _in_range("lm_temperature", p.lm_temperature, *c.LM_TEMPERATURE_RANGE)
-    _in_range("lm_cfg_scale", p.lm_cfg_scale, *c.LM_CFG_SCALE_RANGE)
-    _in_range("lm_top_k", p.lm_top_k, 0, c.LM_TOP_K_MAX, integer=True)
-    _in_range("lm_top_p", p.lm_top_p, *c.LM_TOP_P_RANGE)
+    check_range("lm_temperature", p.lm_temperature, *c.LM_TEMPERATURE_RANGE)
+    check_range("lm_cfg_scale", p.lm_cfg_scale, *c.LM_CFG_SCALE_RANGE)
+    check_range("lm_top_k", p.lm_top_k, 0, c.LM_TOP_K_MAX, integer=True)
+    check_range("lm_top_p", p.lm_top_p, *c.LM_TOP_P_RANGE)
 
-    _max_chars("audio_codes", p.audio_codes, 600 * c.CODES_PER_SECOND * 24)
-    if p.audio_codes.strip():
-        if not _AUDIO_CODES.match(p.audio_codes):
-            raise InvalidArgument("audio_codes", "must be a string of <|audio_code_N|> tokens, N in 0-65534")
-        bad = [n for n in parse_audio_codes(p.audio_codes) if n > c.AUDIO_CODE_MAX]
-        if bad:
-            raise InvalidArgument("audio_codes", f"code values must be in 0-{c.AUDIO_CODE_MAX}, got {bad[0]}")
+    check_audio_codes("audio_codes", p.audio_codes)
 
 
 def validate_config(cfg: GenerationConfig) -> None:
-    _in_range("batch_size", cfg.batch_size, *c.BATCH_SIZE_RANGE, integer=True)
-    _in_range("lm_batch_chunk_size", cfg.lm_batch_chunk_size, 1, c.BATCH_SIZE_RANGE[1], integer=True)
+    check_range("batch_size", cfg.batch_size, *c.BATCH_SIZE_RANGE, integer=True)
+    check_range("lm_batch_chunk_size", cfg.lm_batch_chunk_size, 1, c.BATCH_SIZE_RANGE[1], integer=True)
     for name in ("allow_lm_batch", "use_random_seed", "constrained_decoding_debug"):
         _bool(name, getattr(cfg, name))
     if cfg.audio_format not in c.AUDIO_FORMATS:

@@ -12,6 +12,11 @@ Deliberate deviations from upstream (they make every constrained CoT parse; see 
   the caption (upstream allows EOS, ending Phase 1 early, and the unused codes 64000+, which make
   the parser drop the rest of the CoT).
 Each row has its own state machine, so rows of a batch are independent (upstream shares one).
+
+Text modes (``describe=True``: understand, create sample, format) write the same CoT, then the
+``</think>`` tag, then free text (the lyrics) with every audio-code token blocked, until EOS. There
+``language`` can be injected too. The ``genres`` line that upstream writes in these modes is skipped:
+its value list (``genres_vocab.txt``) is not public, and no result type carries genres.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 FIELD_ORDER: tuple[str, ...] = ("bpm", "caption", "duration", "keyscale", "language", "timesignature")
 INJECTABLE_FIELDS = ("bpm", "duration", "keyscale", "timesignature")
+DESCRIBE_INJECTABLE_FIELDS = (*INJECTABLE_FIELDS, "language")
 # Fields whose newline is forced as soon as the value is complete (no longer value can extend them).
 NEWLINE_FORCED_WHEN_COMPLETE = ("keyscale", "language", "timesignature")
 
@@ -70,6 +76,7 @@ class CotVocabulary:
     caption_block_tensor: torch.Tensor
     max_caption_tokens: int
     encode_value: Callable[[str, str], list[int]]  # (field, value) -> value tokens after ``field:``
+    code_block_range: tuple[int, int]  # every audio-code token, blocked in the text modes' lyrics
 
 
 def _value_tokens(tokenizer, field_name: str, value: str) -> list[int]:
@@ -123,15 +130,18 @@ def build_cot_vocabulary(
         caption_block_tensor=torch.tensor(caption_block_ids, dtype=torch.long),
         encode_value=lambda name, value: _value_tokens(tokenizer, name, value),
         max_caption_tokens=max_caption_tokens,
+        code_block_range=(lo, hi),
     )
 
 
 @dataclass(frozen=True)
 class TokenRule:
-    """What a row may sample next: only ``allowed`` ids, the caption block-list removed, or anything."""
+    """What a row may sample next: only ``allowed`` ids, the caption block-list removed, a blocked id
+    range removed, or anything."""
 
     allowed: tuple[int, ...] | None = None
     caption_mask: bool = False  # block ``CotVocabulary.caption_block_ids`` (kept as one cached tensor)
+    blocked_range: tuple[int, int] | None = None  # half-open id range to block (audio codes in lyrics)
 
 
 class CotStateMachine:
@@ -145,9 +155,14 @@ class CotStateMachine:
         skip_language: bool,
         debug: bool = False,
         row: int = 0,
+        describe: bool = False,
     ):
+        """``describe``: a text mode; write ``</think>`` and free text after the fields instead of stopping."""
         self.vocab = vocab
-        self.user_values = {k: v for k, v in user_values.items() if k in INJECTABLE_FIELDS}
+        injectable = DESCRIBE_INJECTABLE_FIELDS if describe else INJECTABLE_FIELDS
+        self.user_values = {k: v for k, v in user_values.items() if k in injectable}
+        self.describe = describe
+        self.in_free_text = False
         self.fields = [
             f for f in FIELD_ORDER if not (f == "caption" and skip_caption) and not (f == "language" and skip_language)
         ]
@@ -177,6 +192,10 @@ class CotStateMachine:
         self.caption_line_ended = False
         name = self.field
         if name is None:
+            if self.describe:
+                self._log("all fields written -> </think>, then free text (codes blocked)")
+                self.forced.append(self.vocab.table.think_end_id)
+                return
             self._log("all fields written -> EOS forced (stop before </think>)")
             self.forced.append(self.vocab.table.eos_id)
             return
@@ -194,6 +213,8 @@ class CotStateMachine:
             return TokenRule(allowed=(self.vocab.table.eos_id,))
         if self.forced:
             return TokenRule(allowed=(self.forced[0],))
+        if self.in_free_text:
+            return TokenRule(blocked_range=self.vocab.code_block_range)
         name = self.field
         if name == "caption":
             if self.caption_line_ended:
@@ -234,8 +255,15 @@ class CotStateMachine:
             if token_id == self.vocab.table.eos_id and self.field is None:
                 self.finished = True
                 self._log("finished")
+            elif token_id == self.vocab.table.think_end_id and self.field is None:
+                self.in_free_text = True
             elif token_id == self.vocab.table.newline_id and not self.forced and self.field in self.user_values:
                 self._enter_next_field()
+            return
+        if self.in_free_text:
+            if token_id == self.vocab.table.eos_id:
+                self.finished = True
+                self._log("finished")
             return
         name = self.field
         if name == "caption":

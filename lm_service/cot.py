@@ -11,6 +11,8 @@ from .vocab import COT_FIELDS
 
 _AUDIO_CODE_RE = re.compile(r"<\|audio_code_(\d+)\|>")
 _THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+_LYRIC_HEADER_RE = re.compile(r"^#\s*lyrics?\s*\n", re.IGNORECASE)
+_TRAILING_IM_END_RE = re.compile(r"<\|im_end\|>\s*$")
 
 
 def postprocess_caption(text: str) -> str:
@@ -73,3 +75,12 @@ def format_cot(metadata: dict[str, Any]) -> str:
         items[key] = value
     body = yaml.dump(items, allow_unicode=True, sort_keys=True).strip() if items else ""
     return f"<think>\n{body}\n</think>"
+
+
+def extract_lyrics(text: str) -> str:
+    """The text modes' lyrics: what follows ``</think>``, minus a leading ``# Lyric`` header and ``<|im_end|>``."""
+    _, found, after = text.partition("</think>")
+    if not found:
+        return ""
+    after = _LYRIC_HEADER_RE.sub("", after.strip())
+    return _TRAILING_IM_END_RE.sub("", after).strip()

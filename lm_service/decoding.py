@@ -49,6 +49,11 @@ def _apply_rule(row_logits: torch.Tensor, rule: TokenRule, caption_block: torch.
         return masked
     if rule.caption_mask:
         return row_logits.index_fill(0, caption_block, float("-inf"))
+    if rule.blocked_range is not None:
+        lo, hi = rule.blocked_range
+        masked = row_logits.clone()
+        masked[lo:hi] = float("-inf")
+        return masked
     return row_logits
 
 
@@ -163,14 +168,15 @@ def run_phase2(
             feed = torch.cat([tokens, tokens]) if params.uses_cfg else tokens
             tokens = session.step(feed, noise=noise_chunk[chunk_step], sample_fn=sample)
     session.close()
-    result = generated[:produced].T.tolist()
-    codes_per_item = []
-    for row in result:
-        kept: list[int] = []
-        for token in row:
-            if token == table.eos_id or (table.pad_id is not None and token == table.pad_id):
-                break
-            if table.audio_code_base <= token < table.audio_code_base + NUM_AUDIO_CODE_TOKENS:
-                kept.append(token - table.audio_code_base)
-        codes_per_item.append(kept)
-    yield "done", codes_per_item
+    yield "done", [codes_from_tokens(row, table) for row in generated[:produced].T.tolist()]
+
+
+def codes_from_tokens(tokens: list[int], table: TokenTable) -> list[int]:
+    """Code ids of one row up to the first EOS/pad; non-code tokens (unconstrained runs) are skipped."""
+    codes: list[int] = []
+    for token in tokens:
+        if token == table.eos_id or (table.pad_id is not None and token == table.pad_id):
+            break
+        if table.audio_code_base <= token < table.audio_code_base + NUM_AUDIO_CODE_TOKENS:
+            codes.append(token - table.audio_code_base)
+    return codes

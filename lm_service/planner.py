@@ -25,6 +25,7 @@ from . import prompts
 from .constraints import CotStateMachine, build_cot_vocabulary, target_code_count
 from .cot import format_cot, parse_cot
 from .decoding import SamplingParams, run_phase1, run_phase2
+from .describe import DescribeRequest, describe
 from .vocab import (
     BPM_MAX,
     BPM_MIN,
@@ -249,11 +250,40 @@ class Planner:
                 yield ItemCodes(item=item, codes=codes)
         yield PhaseTimes(lm_phase1_time=phase1_time, lm_phase2_time=phase2_time)
 
+    def describe(self, req: DescribeRequest, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Any]:
+        """A text mode (understand, create_sample, format_sample): progress, then one ``Description``."""
+        backend_check = getattr(self.backend, "check_describe", None)
+        if backend_check is not None:
+            backend_check(req)
+        return describe(self, req, should_stop)
+
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def _generators(self, seeds: list[int]) -> list[torch.Generator]:
         return [torch.Generator(device=self.backend.device).manual_seed(int(seed)) for seed in seeds]
+
+    def decode_text(
+        self, rows, machines, seeds, params, should_stop, max_new_tokens: int | None = None
+    ) -> Iterator[tuple[str, object]]:
+        """Text under per-row state machines (CoT, text modes); a backend with its own engine loop runs it."""
+        limit = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
+        if hasattr(self.backend, "run_phase1"):
+            return self.backend.run_phase1(rows, machines, seeds, params, limit, should_stop)
+        session = self.backend.open_session(rows, limit)
+        return run_phase1(
+            session, machines, self.table, self._generators(seeds), params, limit, should_stop,
+            self.cot_vocab.caption_block_tensor,
+        )  # fmt: skip
+
+    def _decode_codes(self, rows, seeds, params, target, constrained, max_new, should_stop):
+        """Audio-code decoding (Phase 2); yields progress, then ``("done", codes per item)``."""
+        if hasattr(self.backend, "run_phase2"):
+            return self.backend.run_phase2(rows, seeds, params, target, constrained, max_new, should_stop)
+        session = self.backend.open_session(rows, target if target is not None else max_new)
+        return run_phase2(
+            session, self.table, self._generators(seeds), params, target, constrained, max_new, should_stop
+        )
 
     def _rows(self, cond: str, uncond: str | None, count: int, params: SamplingParams) -> list[list[int]]:
         rows = [self._encode(cond)] * count
@@ -285,12 +315,8 @@ class Planner:
                 )
                 for i in range(len(seeds))
             ]
-        session = self.backend.open_session(rows, self.max_new_tokens)
         outputs: list[list[int]] = []
-        for kind, value in run_phase1(
-            session, machines, self.table, self._generators(seeds), params, self.max_new_tokens,
-            should_stop, self.cot_vocab.caption_block_tensor,
-        ):  # fmt: skip
+        for kind, value in self.decode_text(rows, machines, seeds, params, should_stop):
             if kind == "progress":
                 yield PhaseProgress(phase=1, tokens=int(value), total_estimate=PHASE1_TOKEN_ESTIMATE)
             else:
@@ -325,13 +351,10 @@ class Planner:
         if params.uses_cfg:
             uncond = self._encode(prompts.phase2_negative_prompt(req.caption, req.lyrics, req.lm_negative_prompt))
             rows += [uncond] * len(seeds)
-        session = self.backend.open_session(rows, target if target is not None else max_new)
         total = target if target is not None else max_new
         codes: list[list[int]] = []
-        for kind, value in run_phase2(
-            session, self.table, self._generators(seeds), params, target, req.use_constrained_decoding,
-            max_new, should_stop,
-        ):  # fmt: skip
+        for kind, value in self._decode_codes(rows, seeds, params, target, req.use_constrained_decoding, max_new,
+                                              should_stop):  # fmt: skip
             if kind == "progress":
                 yield PhaseProgress(phase=2, tokens=int(value), total_estimate=total)
             else:

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from .vocab import IM_END, IM_START
 
 LM_INSTRUCTION = "Generate audio semantic tokens based on the given conditions:"
+UNDERSTAND_INSTRUCTION = "Understand the given musical conditions and describe the audio semantics accordingly:"
+INSPIRED_INSTRUCTION = "Expand the user's input into a more detailed and specific musical description:"
+REWRITE_INSTRUCTION = "Format the user's input into a more detailed and specific musical description:"
 DEFAULT_NEGATIVE_PROMPT = "NO USER INPUT"
 EMPTY_COT = "<think>\n\n</think>"
 
@@ -29,8 +32,8 @@ def _turn(role: str, content: str) -> str:
     return f"{IM_START}{role}\n{content}{IM_END}\n"
 
 
-def _system() -> str:
-    return _turn("system", f"# Instruction\n{LM_INSTRUCTION}\n\n")
+def _system(instruction: str = LM_INSTRUCTION) -> str:
+    return _turn("system", f"# Instruction\n{instruction}\n\n")
 
 
 def _user(caption: str | None, lyrics: str) -> str:
@@ -69,6 +72,23 @@ def phase2_negative_prompt(caption: str, lyrics: str, negative_prompt: str) -> s
     """Unconditional codes prompt: empty CoT; the caption is swapped only for a custom negative prompt."""
     used_caption = negative_prompt if has_meaningful_negative_prompt(negative_prompt) else caption
     return _system() + _user(used_caption, lyrics) + _closed_assistant_turn(EMPTY_COT)
+
+
+def understand_prompt(audio_codes: str) -> str:
+    """Codes -> metadata + lyrics (PU): the code string is the whole user turn."""
+    return _system(UNDERSTAND_INSTRUCTION) + _turn("user", audio_codes) + GENERATION_PROMPT
+
+
+def inspiration_prompt(query: str, instrumental: bool) -> str:
+    """Free-text query -> a complete sample (PI, upstream's "simple mode")."""
+    flag = "true" if instrumental else "false"
+    return _system(INSPIRED_INSTRUCTION) + _turn("user", f"{query}\n\ninstrumental: {flag}") + GENERATION_PROMPT
+
+
+def format_prompt(caption: str, lyrics: str) -> str:
+    """Caption + lyrics -> enhanced caption, metadata, formatted lyrics (PF: no newline after the lyrics)."""
+    user = _turn("user", f"# Caption\n{caption}\n\n# Lyric\n{lyrics}")
+    return _system(REWRITE_INSTRUCTION) + user + GENERATION_PROMPT
 
 
 @dataclass(frozen=True)

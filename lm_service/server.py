@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from acestep_client import constants as c
 from acestep_client.convert import params_from_proto
+from acestep_client.describe import DEFAULT_TEMPERATURE, validate_describe_task
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_client.proto.acestep.v1 import lm_pb2, lm_pb2_grpc
@@ -20,12 +23,13 @@ from acestep_serving.errors import Unavailable
 from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
 from acestep_serving.worker import stream_from_thread
+from lm_service.describe import DESCRIBE_PHASE, DescribeRequest, Description
 from lm_service.planner import ItemCodes, ItemMetadata, PhaseProgress, PhaseTimes, Planner, PlanRequest
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "acestep.v1.LanguageModelService"
-_STAGES = {1: gen_pb2.STAGE_LM_PHASE1, 2: gen_pb2.STAGE_LM_PHASE2}
+_STAGES = {1: gen_pb2.STAGE_LM_PHASE1, 2: gen_pb2.STAGE_LM_PHASE2, DESCRIBE_PHASE: gen_pb2.STAGE_LM_DESCRIBE}
 
 
 class LMMetrics(ServiceMetrics):
@@ -46,6 +50,73 @@ def planner_request(request: lm_pb2.PlanRequest, max_batch: int) -> PlanRequest:
     return fields_from(
         PlanRequest, params, constrained_decoding_debug=request.constrained_decoding_debug, seeds=seeds,
         lm_batch_chunk_size=chunk, generate_codes=request.generate_codes,
+    )
+
+
+def describe_request(task: gen_pb2.DescribeTask) -> DescribeRequest:
+    """Validated text-mode request; an unset seed is drawn here and reported back in the description."""
+    mode = validate_describe_task(task)
+    sampling = task.sampling
+    common = dict(
+        mode=mode,
+        temperature=sampling.temperature if sampling.HasField("temperature") else DEFAULT_TEMPERATURE,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p if sampling.HasField("top_p") else 1.0,
+        use_constrained_decoding=(
+            sampling.use_constrained_decoding if sampling.HasField("use_constrained_decoding") else True
+        ),
+        constrained_decoding_debug=sampling.constrained_decoding_debug,
+        seed=sampling.seed if sampling.HasField("seed") else random.randint(0, c.SEED_MAX),
+        max_new_tokens=sampling.max_new_tokens if sampling.HasField("max_new_tokens") else None,
+    )
+    if mode == "understand":
+        return DescribeRequest(audio_codes=task.understand.audio_codes, **common)
+    if mode == "create_sample":
+        sample = task.create_sample
+        return DescribeRequest(
+            query=sample.query, instrumental=sample.instrumental, vocal_language=sample.vocal_language, **common
+        )
+    sample = task.format_sample
+    return DescribeRequest(
+        caption=sample.caption,
+        lyrics=sample.lyrics,
+        bpm=sample.bpm if sample.HasField("bpm") else None,
+        duration=sample.duration if sample.HasField("duration") else None,
+        keyscale=sample.keyscale,
+        timesignature=sample.timesignature,
+        language=sample.language,
+        **common,
+    )
+
+
+def description_to_proto(description: Description) -> gen_pb2.SampleDescription:
+    message = gen_pb2.SampleDescription(
+        caption=description.caption,
+        lyrics=description.lyrics,
+        keyscale=description.keyscale,
+        language=description.language,
+        timesignature=description.timesignature,
+        instrumental=description.instrumental,
+        raw_text=description.raw_text,
+        seed=description.seed,
+        generated_tokens=description.generated_tokens,
+        lm_time_seconds=description.lm_time_seconds,
+    )
+    bpm, duration = _number(description.bpm), _number(description.duration)
+    if bpm is not None:
+        message.bpm = int(bpm)
+    if duration is not None:
+        message.duration = duration
+    return message
+
+
+def progress_to_proto(event: PhaseProgress) -> gen_pb2.Progress:
+    return gen_pb2.Progress(
+        stage=_STAGES.get(event.phase, gen_pb2.STAGE_UNSPECIFIED),
+        step=event.tokens,
+        total_steps=event.total_estimate,
+        fraction=min(event.tokens / max(event.total_estimate, 1), 1.0),
+        message=f"LM {'text' if event.phase == DESCRIBE_PHASE else f'phase {event.phase}'}: {event.tokens} tokens",
     )
 
 
@@ -93,21 +164,34 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
         async for response in guarded_stream(context, self.metrics, "Plan", self.admission, open_stream):
             yield response
 
+    async def Describe(self, request, context) -> AsyncIterator[lm_pb2.DescribeResponse]:
+        def open_stream():
+            if self.planner is None:
+                raise Unavailable("the LM is still loading; retry shortly")
+            return self._describe_stream(self.planner, describe_request(request.task))
+
+        async for response in guarded_stream(context, self.metrics, "Describe", self.admission, open_stream):
+            yield response
+
+    async def _describe_stream(self, planner: Planner, req: DescribeRequest):
+        async for event in stream_from_thread(lambda stop: planner.describe(req, stop), self.executor):
+            if isinstance(event, PhaseProgress):
+                yield lm_pb2.DescribeResponse(progress=progress_to_proto(event))
+            elif isinstance(event, Description):
+                self.metrics.phase_seconds.labels("lm", "describe").observe(event.lm_time_seconds)
+                self.metrics.tokens.labels("lm", "describe").inc(event.generated_tokens)
+                self.metrics.tokens_per_second.labels("lm").set(
+                    event.generated_tokens / max(event.lm_time_seconds, 1e-9)
+                )
+                yield lm_pb2.DescribeResponse(description=description_to_proto(event))
+
     async def _stream(self, planner: Planner, req: PlanRequest):
         start = time.perf_counter()
         tokens = {1: 0, 2: 0}
         async for event in stream_from_thread(lambda stop: planner.plan(req, stop), self.executor):
             if isinstance(event, PhaseProgress):
                 tokens[event.phase] = max(tokens.get(event.phase, 0), event.tokens)
-                yield lm_pb2.PlanResponse(
-                    progress=gen_pb2.Progress(
-                        stage=_STAGES.get(event.phase, gen_pb2.STAGE_UNSPECIFIED),
-                        step=event.tokens,
-                        total_steps=event.total_estimate,
-                        fraction=event.tokens / max(event.total_estimate, 1),
-                        message=f"LM phase {event.phase}: {event.tokens} tokens",
-                    )
-                )
+                yield lm_pb2.PlanResponse(progress=progress_to_proto(event))
             elif isinstance(event, ItemMetadata):
                 yield lm_pb2.PlanResponse(
                     metadata=lm_pb2.ItemMetadata(item_index=event.item, metadata=metadata_to_proto(event.metadata))
@@ -138,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_flags(parser, default_port=50051)
     add_model_flags(parser, default_model="acestep-5Hz-lm-0.6B")
     add_flag(parser, "backend", "torch", "torch (CPU or GPU) or vllm (GPU, optional extra)", choices=["torch", "vllm"])
+    add_flag(parser, "gpu-memory-utilization", 0.5, "vllm backend: share of GPU memory for weights + KV cache")
     return parser
 
 
@@ -151,8 +236,9 @@ async def start(args: argparse.Namespace, announce=print):
     servicer = LanguageModelServicer(admission, metrics, max_batch=args.max_batch)
 
     def load(device: str, dtype: torch.dtype) -> None:
+        options = {"gpu_memory_utilization": args.gpu_memory_utilization} if args.backend == "vllm" else {}
         servicer.planner = Planner.load(
-            Path(args.checkpoints) / args.model, backend=args.backend, device=device, dtype=dtype
+            Path(args.checkpoints) / args.model, backend=args.backend, device=device, dtype=dtype, **options
         )
 
     return await start_model_server(

@@ -19,6 +19,7 @@ from acestep_serving.admission import Admission
 from acestep_serving.metrics import ServiceMetrics, serve_metrics
 from acestep_serving.rpc import guarded_stream
 from acestep_serving.server import GrpcServer, ServerOptions
+from orchestrator.describe import describe_events
 from orchestrator.pipeline import Backends, generate_events
 from orchestrator.replicas import ReplicaPool, parse_targets
 
@@ -68,6 +69,13 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
             self.metrics.generations.labels("orchestrator", task_type, code.name).inc()
 
         async for event in guarded_stream(context, self.metrics, "GenerateMusic", self.admission, events, count):
+            yield event
+
+    async def DescribeMusic(self, request, context):
+        def events():
+            return describe_events(request, self.backends, timeout=context.time_remaining)
+
+        async for event in guarded_stream(context, self.metrics, "DescribeMusic", self.admission, events):
             yield event
 
 

@@ -34,6 +34,7 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAGE_DIFFUSION: _ClassVar[Stage]
     STAGE_DECODE: _ClassVar[Stage]
     STAGE_DONE: _ClassVar[Stage]
+    STAGE_LM_DESCRIBE: _ClassVar[Stage]
 TASK_TYPE_UNSPECIFIED: TaskType
 TASK_TYPE_TEXT2MUSIC: TaskType
 TASK_TYPE_COVER: TaskType
@@ -53,6 +54,7 @@ STAGE_LM_PHASE2: Stage
 STAGE_DIFFUSION: Stage
 STAGE_DECODE: Stage
 STAGE_DONE: Stage
+STAGE_LM_DESCRIBE: Stage
 
 class GenerationParams(_message.Message):
     __slots__ = ("task_type", "instruction", "reference_audio", "src_audio", "audio_codes", "caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature", "duration", "inference_steps", "seed", "guidance_scale", "use_adg", "cfg_interval_start", "cfg_interval_end", "repainting_start", "repainting_end", "audio_cover_strength", "thinking", "lm_temperature", "lm_cfg_scale", "lm_top_k", "lm_top_p", "lm_negative_prompt", "use_cot_metas", "use_cot_caption", "use_cot_lyrics", "use_cot_language", "use_constrained_decoding", "cot_bpm", "cot_keyscale", "cot_timesignature", "cot_duration", "cot_vocal_language", "cot_caption", "cot_lyrics")
@@ -258,3 +260,95 @@ class ItemCodes(_message.Message):
     item_index: int
     codes: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, item_index: _Optional[int] = ..., codes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DescribeTask(_message.Message):
+    __slots__ = ("understand", "create_sample", "format_sample", "sampling")
+    UNDERSTAND_FIELD_NUMBER: _ClassVar[int]
+    CREATE_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    understand: UnderstandInput
+    create_sample: CreateSampleInput
+    format_sample: FormatSampleInput
+    sampling: LmTextSampling
+    def __init__(self, understand: _Optional[_Union[UnderstandInput, _Mapping]] = ..., create_sample: _Optional[_Union[CreateSampleInput, _Mapping]] = ..., format_sample: _Optional[_Union[FormatSampleInput, _Mapping]] = ..., sampling: _Optional[_Union[LmTextSampling, _Mapping]] = ...) -> None: ...
+
+class UnderstandInput(_message.Message):
+    __slots__ = ("audio_codes",)
+    AUDIO_CODES_FIELD_NUMBER: _ClassVar[int]
+    audio_codes: str
+    def __init__(self, audio_codes: _Optional[str] = ...) -> None: ...
+
+class CreateSampleInput(_message.Message):
+    __slots__ = ("query", "instrumental", "vocal_language")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    INSTRUMENTAL_FIELD_NUMBER: _ClassVar[int]
+    VOCAL_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    instrumental: bool
+    vocal_language: str
+    def __init__(self, query: _Optional[str] = ..., instrumental: _Optional[bool] = ..., vocal_language: _Optional[str] = ...) -> None: ...
+
+class FormatSampleInput(_message.Message):
+    __slots__ = ("caption", "lyrics", "bpm", "duration", "keyscale", "timesignature", "language")
+    CAPTION_FIELD_NUMBER: _ClassVar[int]
+    LYRICS_FIELD_NUMBER: _ClassVar[int]
+    BPM_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    KEYSCALE_FIELD_NUMBER: _ClassVar[int]
+    TIMESIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    caption: str
+    lyrics: str
+    bpm: int
+    duration: float
+    keyscale: str
+    timesignature: str
+    language: str
+    def __init__(self, caption: _Optional[str] = ..., lyrics: _Optional[str] = ..., bpm: _Optional[int] = ..., duration: _Optional[float] = ..., keyscale: _Optional[str] = ..., timesignature: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
+
+class LmTextSampling(_message.Message):
+    __slots__ = ("temperature", "top_k", "top_p", "use_constrained_decoding", "constrained_decoding_debug", "seed", "max_new_tokens")
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    USE_CONSTRAINED_DECODING_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINED_DECODING_DEBUG_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    temperature: float
+    top_k: int
+    top_p: float
+    use_constrained_decoding: bool
+    constrained_decoding_debug: bool
+    seed: int
+    max_new_tokens: int
+    def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., use_constrained_decoding: _Optional[bool] = ..., constrained_decoding_debug: _Optional[bool] = ..., seed: _Optional[int] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
+
+class SampleDescription(_message.Message):
+    __slots__ = ("caption", "lyrics", "bpm", "duration", "keyscale", "language", "timesignature", "instrumental", "raw_text", "seed", "generated_tokens", "lm_time_seconds")
+    CAPTION_FIELD_NUMBER: _ClassVar[int]
+    LYRICS_FIELD_NUMBER: _ClassVar[int]
+    BPM_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    KEYSCALE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMESIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    INSTRUMENTAL_FIELD_NUMBER: _ClassVar[int]
+    RAW_TEXT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LM_TIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    caption: str
+    lyrics: str
+    bpm: int
+    duration: float
+    keyscale: str
+    language: str
+    timesignature: str
+    instrumental: bool
+    raw_text: str
+    seed: int
+    generated_tokens: int
+    lm_time_seconds: float
+    def __init__(self, caption: _Optional[str] = ..., lyrics: _Optional[str] = ..., bpm: _Optional[int] = ..., duration: _Optional[float] = ..., keyscale: _Optional[str] = ..., language: _Optional[str] = ..., timesignature: _Optional[str] = ..., instrumental: _Optional[bool] = ..., raw_text: _Optional[str] = ..., seed: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., lm_time_seconds: _Optional[float] = ...) -> None: ...

@@ -42,3 +42,19 @@ class PlanResponse(_message.Message):
     codes: _generation_pb2.ItemCodes
     time_costs: _generation_pb2.TimeCosts
     def __init__(self, progress: _Optional[_Union[_generation_pb2.Progress, _Mapping]] = ..., metadata: _Optional[_Union[ItemMetadata, _Mapping]] = ..., codes: _Optional[_Union[_generation_pb2.ItemCodes, _Mapping]] = ..., time_costs: _Optional[_Union[_generation_pb2.TimeCosts, _Mapping]] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ("task", "request_id")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    task: _generation_pb2.DescribeTask
+    request_id: str
+    def __init__(self, task: _Optional[_Union[_generation_pb2.DescribeTask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("progress", "description")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    progress: _generation_pb2.Progress
+    description: _generation_pb2.SampleDescription
+    def __init__(self, progress: _Optional[_Union[_generation_pb2.Progress, _Mapping]] = ..., description: _Optional[_Union[_generation_pb2.SampleDescription, _Mapping]] = ...) -> None: ...

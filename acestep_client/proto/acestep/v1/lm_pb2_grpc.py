@@ -39,6 +39,11 @@ class LanguageModelServiceStub:
                 request_serializer=acestep_dot_v1_dot_lm__pb2.PlanRequest.SerializeToString,
                 response_deserializer=acestep_dot_v1_dot_lm__pb2.PlanResponse.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_stream(
+                '/acestep.v1.LanguageModelService/Describe',
+                request_serializer=acestep_dot_v1_dot_lm__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=acestep_dot_v1_dot_lm__pb2.DescribeResponse.FromString,
+                _registered_method=True)
 
 
 class LanguageModelServiceServicer:
@@ -51,6 +56,14 @@ class LanguageModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """Text modes (understand codes, create a sample from a query, format caption + lyrics); streams
+        token progress, then one description.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LanguageModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +71,11 @@ def add_LanguageModelServiceServicer_to_server(servicer, server):
                     servicer.Plan,
                     request_deserializer=acestep_dot_v1_dot_lm__pb2.PlanRequest.FromString,
                     response_serializer=acestep_dot_v1_dot_lm__pb2.PlanResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=acestep_dot_v1_dot_lm__pb2.DescribeRequest.FromString,
+                    response_serializer=acestep_dot_v1_dot_lm__pb2.DescribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +105,33 @@ class LanguageModelService:
             '/acestep.v1.LanguageModelService/Plan',
             acestep_dot_v1_dot_lm__pb2.PlanRequest.SerializeToString,
             acestep_dot_v1_dot_lm__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/acestep.v1.LanguageModelService/Describe',
+            acestep_dot_v1_dot_lm__pb2.DescribeRequest.SerializeToString,
+            acestep_dot_v1_dot_lm__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,3 +63,19 @@ class GenerateMusicResponse(_message.Message):
     time_costs: _generation_pb2.TimeCosts
     done: GenerationDone
     def __init__(self, progress: _Optional[_Union[_generation_pb2.Progress, _Mapping]] = ..., lm_metadata: _Optional[_Union[_generation_pb2.LmMetadata, _Mapping]] = ..., audio_chunk: _Optional[_Union[_generation_pb2.AudioChunk, _Mapping]] = ..., item_result: _Optional[_Union[ItemResult, _Mapping]] = ..., time_costs: _Optional[_Union[_generation_pb2.TimeCosts, _Mapping]] = ..., done: _Optional[_Union[GenerationDone, _Mapping]] = ...) -> None: ...
+
+class DescribeMusicRequest(_message.Message):
+    __slots__ = ("task", "request_id")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    task: _generation_pb2.DescribeTask
+    request_id: str
+    def __init__(self, task: _Optional[_Union[_generation_pb2.DescribeTask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DescribeMusicResponse(_message.Message):
+    __slots__ = ("progress", "description")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    progress: _generation_pb2.Progress
+    description: _generation_pb2.SampleDescription
+    def __init__(self, progress: _Optional[_Union[_generation_pb2.Progress, _Mapping]] = ..., description: _Optional[_Union[_generation_pb2.SampleDescription, _Mapping]] = ...) -> None: ...

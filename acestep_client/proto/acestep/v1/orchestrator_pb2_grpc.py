@@ -39,6 +39,11 @@ class MusicGenerationServiceStub:
                 request_serializer=acestep_dot_v1_dot_orchestrator__pb2.GenerateMusicRequest.SerializeToString,
                 response_deserializer=acestep_dot_v1_dot_orchestrator__pb2.GenerateMusicResponse.FromString,
                 _registered_method=True)
+        self.DescribeMusic = channel.unary_stream(
+                '/acestep.v1.MusicGenerationService/DescribeMusic',
+                request_serializer=acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicRequest.SerializeToString,
+                response_deserializer=acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicResponse.FromString,
+                _registered_method=True)
 
 
 class MusicGenerationServiceServicer:
@@ -52,6 +57,13 @@ class MusicGenerationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeMusic(self, request, context):
+        """The LM's text modes, relayed to an LM replica: understand_music, create_sample, format_sample.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MusicGenerationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +71,11 @@ def add_MusicGenerationServiceServicer_to_server(servicer, server):
                     servicer.GenerateMusic,
                     request_deserializer=acestep_dot_v1_dot_orchestrator__pb2.GenerateMusicRequest.FromString,
                     response_serializer=acestep_dot_v1_dot_orchestrator__pb2.GenerateMusicResponse.SerializeToString,
+            ),
+            'DescribeMusic': grpc.unary_stream_rpc_method_handler(
+                    servicer.DescribeMusic,
+                    request_deserializer=acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicRequest.FromString,
+                    response_serializer=acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +105,33 @@ class MusicGenerationService:
             '/acestep.v1.MusicGenerationService/GenerateMusic',
             acestep_dot_v1_dot_orchestrator__pb2.GenerateMusicRequest.SerializeToString,
             acestep_dot_v1_dot_orchestrator__pb2.GenerateMusicResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeMusic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/acestep.v1.MusicGenerationService/DescribeMusic',
+            acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicRequest.SerializeToString,
+            acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicResponse.FromString,
             options,
             channel_credentials,
             insecure,

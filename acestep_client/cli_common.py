@@ -1,0 +1,47 @@
+"""What the ``acestep`` subcommands share: where to connect, how to read @FILE values."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from acestep_client.errors import InvalidArgument
+
+
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default=None,
+                        help="orchestrator HOST:PORT; without it an in-process stack runs from --checkpoints")
+    parser.add_argument("--api-key", default=os.environ.get("ACESTEP_API_KEY"), help="sent as x-api-key")
+    parser.add_argument("--root-cert", default=None, help="PEM CA bundle: connect with TLS")
+    parser.add_argument("--client-key", default=None, help="PEM client key (mTLS, with --client-cert)")
+    parser.add_argument("--client-cert", default=None, help="PEM client certificate chain (mTLS)")
+    parser.add_argument("--timeout", type=float, default=None, help="deadline of the call, seconds")
+    parser.add_argument("--checkpoints", default="./checkpoints", help="checkpoint directory of the in-process stack")
+
+
+def client_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "api_key": args.api_key,
+        "root_certificates": args.root_cert,
+        "private_key": args.client_key,
+        "certificate_chain": args.client_cert,
+        "timeout": args.timeout,
+    }
+
+
+def text_or_file(field: str, value: str) -> str:
+    """``@PATH`` reads the file; anything else is the value itself."""
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:]).expanduser()
+    if not path.is_file():
+        raise InvalidArgument(field, f"file not found: {path}")
+    return path.read_text(encoding="utf-8")
+
+
+def announce(message: str) -> None:
+    """Server start-up lines of the in-process stack go to stderr, keeping stdout for results."""
+    print(message, file=sys.stderr, flush=True)
