@@ -33,7 +33,9 @@ class ReplicaPool:
         credentials: grpc.ChannelCredentials | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,
         metadata: Sequence[tuple[str, str]] = (),
+        tls_server_name: str = "",
     ):
+        """``tls_server_name``: the name the replicas' certificates carry, when it is not the dialled one."""
         if not targets:
             raise ValueError("a replica pool needs at least one address")
         options = [
@@ -42,6 +44,8 @@ class ReplicaPool:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
         ]
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
         self.targets = list(targets)
         self._channels = [
             grpc.aio.secure_channel(t, credentials, options) if credentials else grpc.aio.insecure_channel(t, options)

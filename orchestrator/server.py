@@ -101,20 +101,46 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "lm", "", "LM service address(es): host:port[,host:port...] or dns:///name:port; empty = none")
     add_flag(parser, "dit", "127.0.0.1:50052", "DiT service address(es): host:port[,host:port...] or dns:///name:port")
     add_flag(parser, "backend-api-key", "", "x-api-key sent to the LM and DiT services")
+    add_flag(parser, "backend-root-cert", "", "PEM CA bundle that signed the LM/DiT certificates; enables TLS to them")
+    add_flag(parser, "backend-client-cert", "", "PEM certificate chain shown to the LM/DiT services (mTLS)")
+    add_flag(parser, "backend-client-key", "", "PEM private key for --backend-client-cert")
+    add_flag(parser, "backend-tls-server-name", "", "name in the LM/DiT certificates when it differs from the address")
     add_flag(parser, "audio-root", "", "folder whose files requests may name by server_path; empty = disabled")
     parser.set_defaults(max_concurrency=16, queue_size=64)
     return parser
 
 
+def backend_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS (and mTLS with a client certificate) towards the LM and DiT services, or None for plaintext."""
+    if bool(args.backend_client_cert) != bool(args.backend_client_key):
+        raise ValueError("--backend-client-cert and --backend-client-key go together (mTLS)")
+    if not args.backend_root_cert:
+        if args.backend_client_cert:
+            raise ValueError("--backend-client-cert needs --backend-root-cert (TLS to the LM/DiT services)")
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_pem_file(args.backend_root_cert),
+        private_key=_pem_file(args.backend_client_key),
+        certificate_chain=_pem_file(args.backend_client_cert),
+    )
+
+
+def _pem_file(path: str) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
 async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str], None] = print) -> RunningOrchestrator:
-    metadata = (("x-api-key", args.backend_api_key),) if args.backend_api_key else ()
-    max_bytes = int(args.max_message_mb * 1024 * 1024)
+    pool_options = {
+        "max_message_bytes": int(args.max_message_mb * 1024 * 1024),
+        "metadata": (("x-api-key", args.backend_api_key),) if args.backend_api_key else (),
+        "credentials": backend_credentials(args),
+        "tls_server_name": args.backend_tls_server_name,
+    }
     dit_targets = parse_targets(args.dit)
     lm_targets = parse_targets(args.lm)
     backends = Backends(
-        dit=ReplicaPool(dit_targets, dit_pb2_grpc.DiffusionServiceStub, max_message_bytes=max_bytes, metadata=metadata),
-        lm=ReplicaPool(lm_targets, lm_pb2_grpc.LanguageModelServiceStub, max_message_bytes=max_bytes,
-                       metadata=metadata) if lm_targets else None,
+        dit=ReplicaPool(dit_targets, dit_pb2_grpc.DiffusionServiceStub, **pool_options),
+        lm=ReplicaPool(lm_targets, lm_pb2_grpc.LanguageModelServiceStub, **pool_options) if lm_targets else None,
         audio_root=Path(args.audio_root) if args.audio_root else None,
     )
     metrics = OrchestratorMetrics()

@@ -84,21 +84,24 @@ async def start_stack(
     checkpoints: str | Path = "./checkpoints", *, port: int = 0, lm_port: int = 0, dit_port: int = 0,
     dit_model: str = DEFAULT_DIT_MODEL, lm_model: str | None = DEFAULT_LM_MODEL, device: str = "auto",
     dtype: str = "auto", metrics_port: int = -1, announce: Callable[[str], None] = print,
-    extra_orchestrator_flags: Sequence[str] = (),
+    extra_orchestrator_flags: Sequence[str] = (), extra_model_flags: Sequence[str] = (),
 ) -> Stack:
-    """Start LM (unless ``lm_model`` is None), DiT and orchestrator; return once all serve."""
+    """Start LM (unless ``lm_model`` is None), DiT and orchestrator; return once all serve.
+
+    ``extra_model_flags`` go to both model servers (e.g. their TLS), ``extra_orchestrator_flags`` to the front.
+    """
     from dit_service import server as dit_server
     from lm_service import server as lm_server
     from orchestrator.server import build_parser, start_orchestrator
 
     root = ensure_checkpoints(checkpoints, announce, dit_model)
     dit_args = dit_server.build_parser().parse_args(
-        [*_common_flags(root, dit_model, device, dtype), "--port", str(dit_port)])
+        [*_common_flags(root, dit_model, device, dtype), "--port", str(dit_port), *extra_model_flags])
     dit = await dit_server.start(dit_args, announce)
     lm = None
     if lm_model is not None:
         lm_args = lm_server.build_parser().parse_args(
-            [*_common_flags(root, lm_model, device, dtype), "--port", str(lm_port)])
+            [*_common_flags(root, lm_model, device, dtype), "--port", str(lm_port), *extra_model_flags])
         lm = await lm_server.start(lm_args, announce)
     await asyncio.gather(dit.loaded, *([lm.loaded] if lm else []))
     orch_args = build_parser().parse_args([
