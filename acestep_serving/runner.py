@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from acestep_client.errors import AceStepError
 from acestep_serving.devices import resolve_device, resolve_dtype
 from acestep_serving.metrics import ServiceMetrics, serve_metrics
 from acestep_serving.server import GrpcServer, ServerOptions
@@ -80,4 +81,8 @@ def run_server_main(parser, start: Callable, argv: list[str] | None = None) -> N
     async def run() -> None:
         await wait_until_stopped(await start(args))
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except AceStepError as exc:  # a checkpoint that is missing, a backend this machine cannot run, ...
+        log.error("%s cannot serve: %s", parser.prog, exc)
+        raise SystemExit(1) from None

@@ -146,3 +146,14 @@ def test_api_keys_guard_the_front_door(stack):
         assert _health(address) == health_pb2.HealthCheckResponse.SERVING  # probes need no key
     finally:
         stack.run(orchestrator.stop())
+
+
+@pytest.mark.parametrize("service", ["lm", "dit"])
+def test_a_server_that_cannot_load_exits_with_the_reason(service, tmp_path, caplog):
+    from lm_service import server as lm_server
+
+    main = lm_server.main if service == "lm" else dit_server.main
+    with pytest.raises(SystemExit) as info:
+        main(["--checkpoints", str(tmp_path / "missing"), "--port", "0", "--device", "cpu"])
+    assert info.value.code == 1
+    assert "cannot serve" in caplog.text and "missing" in caplog.text
