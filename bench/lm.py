@@ -5,7 +5,7 @@
 pair (cond + uncond rows), for 1 and 8 songs. Baseline in the same run: transformers ``generate`` with
 a static cache and torch.compile, no CFG. Outputs are noise: the weights are random.
 
-    python bench/lm.py --out lm_bench.json            # GPU, full size
+    python bench/lm.py --out lm_bench.json            # GPU, full size; decode attention matmul vs sdpa
     python bench/lm.py --device cpu --small           # reduced CPU smoke run
 """
 
@@ -156,6 +156,8 @@ def main() -> None:
     parser.add_argument("--no-graphs", action="store_true", help="eager decode step (for comparison)")
     parser.add_argument("--profile", action="store_true", help="only profile decode steps, then exit")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd layers")
+    parser.add_argument("--decode-attention", nargs="+", default=["matmul", "sdpa"], choices=["matmul", "sdpa"],
+                        help="decode attention kernels to compare (TorchQwen3Backend decode_attention)")
     args = parser.parse_args()
     small = args.small or args.device == "cpu"
     prompt_len, codes = (300, 64) if small else (300, 1200)
@@ -174,9 +176,11 @@ def main() -> None:
         profile_steps(backend, prompt_len, args.device)
         return
     base_variant = "cuda_graphs" if use_graphs else "eager"
-    variants = [base_variant] + ([f"{base_variant}+compile"] if use_graphs and args.compile else [])
+    variants = [f"{base_variant}+{attention}" for attention in args.decode_attention]
+    variants += [f"{v}+compile" for v in variants] if use_graphs and args.compile else []
     for variant in variants:
-        if variant.endswith("compile"):
+        backend.sdpa_decode = "+sdpa" in variant
+        if variant.endswith("compile") and not backend.compiled:
             backend.enable_compile()
         warm = time.perf_counter()
         bench_ours(backend, 1, prompt_len, 32, args.device)  # warm up kernels / compile

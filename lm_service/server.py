@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(parser, default_model="acestep-5Hz-lm-0.6B")
     add_flag(parser, "backend", "torch", "torch (CPU or GPU) or vllm (GPU, optional extra)", choices=["torch", "vllm"])
     add_flag(parser, "gpu-memory-utilization", 0.5, "vllm backend: share of GPU memory for weights + KV cache")
+    add_flag(parser, "decode-attention", "matmul", "torch backend: decode attention as explicit matmuls or one "
+             "fused SDPA kernel (bench/lm.py compares them)", choices=["matmul", "sdpa"])
     return parser
 
 
@@ -236,7 +238,10 @@ async def start(args: argparse.Namespace, announce=print):
     servicer = LanguageModelServicer(admission, metrics, max_batch=args.max_batch)
 
     def load(device: str, dtype: torch.dtype) -> None:
-        options = {"gpu_memory_utilization": args.gpu_memory_utilization} if args.backend == "vllm" else {}
+        if args.backend == "vllm":
+            options = {"gpu_memory_utilization": args.gpu_memory_utilization}
+        else:
+            options = {"decode_attention": args.decode_attention}
         servicer.planner = Planner.load(
             Path(args.checkpoints) / args.model, backend=args.backend, device=device, dtype=dtype, **options
         )

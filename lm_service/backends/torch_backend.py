@@ -71,10 +71,10 @@ def _qkv_rope(
     x = F.rms_norm(hidden, (width,), w.input_norm, eps)
     qkv = (x @ w.qkv.T).view(rows, steps, w.num_heads + 2 * w.num_kv_heads, d)
     q, k, v = qkv.split([w.num_heads, w.num_kv_heads, w.num_kv_heads], dim=2)
-    q = F.rms_norm(q, (d,), w.q_norm, eps)
-    k = F.rms_norm(k, (d,), w.k_norm, eps)
-    q = torch.addcmul(q * cos, torch.roll(q, d // 2, dims=-1), sin_signed)
-    k = torch.addcmul(k * cos, torch.roll(k, d // 2, dims=-1), sin_signed)
+    # One RoPE over q and k together: the same elementwise math, three kernels fewer than two RoPEs.
+    qk = torch.cat([F.rms_norm(q, (d,), w.q_norm, eps), F.rms_norm(k, (d,), w.k_norm, eps)], dim=2)
+    qk = torch.addcmul(qk * cos, torch.roll(qk, d // 2, dims=-1), sin_signed)
+    q, k = qk.split([w.num_heads, w.num_kv_heads], dim=2)
     return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
@@ -86,8 +86,14 @@ def _attention_mlp(
     additive_mask: torch.Tensor,
     w: FusedLayerWeights,
     eps: float,
+    sdpa_decode: bool = False,
 ) -> torch.Tensor:
-    """Grouped-query attention over the cache (no K/V head copies), output projection and MLP."""
+    """Grouped-query attention over the cache (no K/V head copies), output projection and MLP.
+
+    Decode packs the ``group`` query heads that share a KV head as that head's query *positions*, so
+    attention runs per KV head without repeating K/V: either as explicit matmuls + fp32 softmax, or
+    (``sdpa_decode``) as one fused SDPA call — fewer kernels; which is faster is measured by bench/lm.py.
+    """
     rows, steps, width = hidden.shape
     group = w.num_heads // w.num_kv_heads
     d = w.head_dim
@@ -95,6 +101,10 @@ def _attention_mlp(
     if steps > 1:  # prefill: the fused kernel keeps memory linear in the prompt length
         out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=additive_mask, enable_gqa=True)
         out = out.transpose(1, 2).reshape(rows, steps, -1)
+    elif sdpa_decode:
+        qg = q.reshape(rows, w.num_kv_heads, group, d)
+        out = F.scaled_dot_product_attention(qg, k_cache, v_cache, attn_mask=additive_mask.view(rows, 1, 1, -1))
+        out = out.reshape(rows, 1, w.num_heads * d)
     else:
         qg = q.reshape(rows, w.num_kv_heads, group, d)
         scores = (qg @ k_cache.transpose(-1, -2)) * (d**-0.5) + additive_mask.view(rows, 1, 1, -1)
@@ -111,7 +121,17 @@ class TorchQwen3Backend:
 
     name = "torch"
 
-    def __init__(self, model: Qwen3ForCausalLM, device: torch.device, use_cuda_graphs: bool | None = None):
+    def __init__(
+        self,
+        model: Qwen3ForCausalLM,
+        device: torch.device,
+        use_cuda_graphs: bool | None = None,
+        decode_attention: str = "matmul",
+    ):
+        """``decode_attention``: ``matmul`` (explicit, fp32 softmax) or ``sdpa`` (one fused kernel)."""
+        if decode_attention not in ("matmul", "sdpa"):
+            raise ValueError(f"decode_attention must be 'matmul' or 'sdpa', got {decode_attention!r}")
+        self.sdpa_decode = decode_attention == "sdpa"
         self.model = model.eval()
         self.device = device
         self.dtype = next(model.parameters()).dtype
@@ -214,6 +234,7 @@ class DecodeSession:
                 additive,
                 weights,
                 backend.eps,
+                backend.sdpa_decode,
             )
         return F.rms_norm(hidden[:, -1], (hidden.shape[-1],), inner.norm.weight, backend.eps)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors import safe_open
 
+from lm_service.backends.torch_backend import TorchQwen3Backend
 from lm_service.tiny_checkpoint import QWEN3_ADDED_TOKENS, write_tiny_lm_checkpoint
 
 
@@ -41,8 +43,9 @@ def test_tiny_checkpoint_is_reproducible(tmp_path, tiny_lm_dir) -> None:
     assert (again / "tokenizer.json").read_text() == (tiny_lm_dir / "tokenizer.json").read_text()
 
 
-def test_decode_loop_matches_transformers_forward(planner) -> None:
-    backend = planner.backend
+@pytest.mark.parametrize("decode_attention", ["matmul", "sdpa"])
+def test_decode_loop_matches_transformers_forward(planner, decode_attention: str) -> None:
+    backend = TorchQwen3Backend(planner.backend.model, planner.backend.device, decode_attention=decode_attention)
     prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14]]  # different lengths: left padding must not matter
     session = backend.open_session(prompts, 4)
     logits = session.prefill()

@@ -26,9 +26,11 @@ def _run(planner: Planner, req: PlanRequest) -> tuple[dict[int, str], dict[int, 
     return cots, codes
 
 
-def test_session_logits_match_transformers_forward(tiny_lm_dir, planner_options) -> None:
+@pytest.mark.parametrize("decode_attention", ["matmul", "sdpa"])
+def test_session_logits_match_transformers_forward(tiny_lm_dir, planner_options, decode_attention) -> None:
     """fp32 on the GPU (no TF32 for matmuls by default), so our fused layers must match closely."""
-    fp32 = Planner.load(tiny_lm_dir, device="cuda", dtype=torch.float32, planner_options=planner_options)
+    fp32 = Planner.load(tiny_lm_dir, device="cuda", dtype=torch.float32, planner_options=planner_options,
+                        decode_attention=decode_attention)  # fmt: skip
     backend = fp32.backend
     prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14]]
     session = backend.open_session(prompts, 4)
