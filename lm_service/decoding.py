@@ -41,7 +41,7 @@ def _guided(logits: torch.Tensor, items: int, params: SamplingParams) -> torch.T
     return logits.float()
 
 
-def _apply_rule(row_logits: torch.Tensor, rule: TokenRule, caption_block: torch.Tensor) -> torch.Tensor:
+def apply_rule(row_logits: torch.Tensor, rule: TokenRule, caption_block: torch.Tensor) -> torch.Tensor:
     if rule.allowed is not None:
         allowed = torch.tensor(rule.allowed, device=row_logits.device)
         masked = torch.full_like(row_logits, float("-inf"))
@@ -87,7 +87,7 @@ def run_phase1(
         guided = _guided(logits, items, params)
         if machines is not None:
             rows = [
-                _apply_rule(guided[i], machines[i].rule(guided[i]), block) if not finished[i] else guided[i]
+                apply_rule(guided[i], machines[i].rule(guided[i]), block) if not finished[i] else guided[i]
                 for i in range(items)
             ]
             guided = torch.stack(rows)

@@ -31,7 +31,7 @@ from typing import ClassVar
 import torch
 
 from ..constraints import CotStateMachine, CotVocabulary
-from ..decoding import _apply_rule
+from ..decoding import apply_rule
 from ..sampling import apply_top_k, apply_top_p
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def constrain_row(row_logits: torch.Tensor, state: RequestState, caption_block: 
         return row_logits
     if state.error is None:
         try:
-            return _apply_rule(row_logits, machine.rule(row_logits), caption_block)
+            return apply_rule(row_logits, machine.rule(row_logits), caption_block)
         except (RuntimeError, IndexError, KeyError) as error:
             state.error = f"constraint rule failed: {error}"
     eos = machine.vocab.table.eos_id
