@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderOobleck
@@ -18,7 +21,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import Qwen3Config, Qwen3Model
 
-from .model.acestep_model import AceStepModel
+from .model.acestep_model import AceStepModel, build_model_on_meta
 from .model.config import AceStepConfig
 
 TINY_LATENT_CHANNELS = 4
@@ -56,34 +59,116 @@ def tiny_dit_config(is_turbo: bool, model_version: str) -> AceStepConfig:
     )
 
 
+def _random_value(name: str, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """One parameter's random fp32 value; the rule depends only on its name and shape."""
+    noise = torch.randn(shape, generator=generator)
+    if len(shape) == 1 and "norm" in name:
+        return 1.0 + 0.05 * noise
+    if len(shape) >= 2 and ("proj" in name or "embed" in name or "linear" in name):
+        fan_in = shape[1] * (shape[2] if len(shape) > 2 else 1)
+        return noise / fan_in**0.5
+    return 0.1 * noise
+
+
 def _randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
     """Perturb every parameter so norms, gates and special tokens are all exercised."""
     with torch.no_grad():
         for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if param.dim() == 1 and "norm" in name:
-                param.copy_(1.0 + 0.05 * noise)
-            elif param.dim() >= 2 and ("proj" in name or "embed" in name or "linear" in name):
-                fan_in = param.shape[1] * (param.shape[2] if param.dim() > 2 else 1)
-                param.copy_(noise / fan_in**0.5)
-            else:
-                param.copy_(0.1 * noise)
+            param.copy_(_random_value(name, param.shape, generator))
 
 
-def write_dit_folder(folder: Path, config: AceStepConfig, seed: int) -> None:
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+
+
+def save_file_streaming(
+    path: Path,
+    shapes: dict[str, tuple[int, ...]],
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    dtype: torch.dtype,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write a safetensors file one tensor at a time, so a multi-GB checkpoint never sits in memory.
+
+    ``shapes`` fixes the header up front; ``tensors`` must then yield exactly those names in that order.
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    code = SAFETENSORS_DTYPES[dtype]
+    for name, shape in shapes.items():
+        size = itemsize * int(torch.Size(shape).numel())
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the data must start 8-byte aligned
+    expected = iter(shapes.items())
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(blob)))
+        handle.write(blob)
+        for name, tensor in tensors:
+            want_name, want_shape = next(expected)
+            if name != want_name or tuple(tensor.shape) != tuple(want_shape):
+                raise ValueError(f"tensor {name} {tuple(tensor.shape)} arrived where {want_name} {want_shape} belongs")
+            data = tensor.detach().to(dtype).contiguous().reshape(-1).view(torch.uint8)
+            handle.write(memoryview(data.numpy()))
+    if next(expected, None) is not None:
+        raise ValueError(f"{path}: fewer tensors than the header lists")
+
+
+def _streamed_random_state(
+    config: AceStepConfig, generator: torch.Generator
+) -> tuple[dict[str, tuple[int, ...]], Iterator[tuple[str, torch.Tensor]]]:
+    """Shapes of every state-dict tensor (from a meta model) and a generator of their random values.
+
+    Values are drawn in ``named_parameters`` order with the same rule as :func:`_randomise`, so for a
+    given seed the file equals the one the in-memory path writes.
+    """
+    model = build_model_on_meta(config)
+    names = [name for name, _ in model.named_parameters()]
+    state_shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if list(state_shapes) != names:  # a persistent buffer or a tied weight would need its own value
+        raise ValueError("streamed writing needs a state dict made of parameters only, in parameter order")
+
+    def values() -> Iterator[tuple[str, torch.Tensor]]:
+        for name in names:
+            yield name, _random_value(name, torch.Size(state_shapes[name]), generator)
+
+    return state_shapes, values()
+
+
+def write_dit_folder(
+    folder: Path,
+    config: AceStepConfig,
+    seed: int,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    low_memory: bool = False,
+    random_marker: str = "_tiny_random_checkpoint",
+) -> None:
+    """Random DiT weights + config.json + silence latent in the released folder layout.
+
+    ``low_memory`` builds the model on the meta device and streams each tensor to disk (same values):
+    a real-size 2B DiT then needs a few hundred MB of RAM instead of ~15 GB.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
-    model = AceStepModel(config)
-    _randomise(model, generator)
-    state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    weights = folder / "model.safetensors"
+    if low_memory:
+        shapes, values = _streamed_random_state(config, generator)
+        save_file_streaming(weights, shapes, values, dtype, metadata={"format": "pt"})
+    else:
+        model = AceStepModel(config)
+        _randomise(model, generator)
+        state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(weights), metadata={"format": "pt"})
+        del model, state
     meta = config.to_dict()
     meta.update(
         {
             "architectures": ["AceStepConditionGenerationModel"],
-            "dtype": "bfloat16",
+            "dtype": str(dtype).removeprefix("torch."),
             "transformers_version": "4.57.0",
-            "_tiny_random_checkpoint": True,
+            random_marker: True,
         }
     )
     (folder / "config.json").write_text(json.dumps(meta, indent=2))
@@ -94,17 +179,25 @@ def write_dit_folder(folder: Path, config: AceStepConfig, seed: int) -> None:
     torch.save(silence, folder / "silence_latent.pt")
 
 
-def write_vae_folder(folder: Path, seed: int) -> None:
+TINY_VAE_CONFIG: dict[str, Any] = {
+    "encoder_hidden_size": 2 * TINY_LATENT_CHANNELS,
+    "downsampling_ratios": [2, 4, 4, 6, 10],
+    "channel_multiples": [1, 2, 2, 2, 2],
+    "decoder_channels": 8,
+    "decoder_input_channels": TINY_LATENT_CHANNELS,
+    "audio_channels": 2,
+    "sampling_rate": 48000,
+}
+
+
+def write_vae_folder(
+    folder: Path, seed: int, config: dict[str, Any] | None = None, dtype: torch.dtype | None = None
+) -> None:
+    """Random ``AutoencoderOobleck``; ``config`` (default: the tiny one) and ``dtype`` (default fp32) as saved."""
     torch.manual_seed(seed)
-    vae = AutoencoderOobleck(
-        encoder_hidden_size=2 * TINY_LATENT_CHANNELS,
-        downsampling_ratios=[2, 4, 4, 6, 10],
-        channel_multiples=[1, 2, 2, 2, 2],
-        decoder_channels=8,
-        decoder_input_channels=TINY_LATENT_CHANNELS,
-        audio_channels=2,
-        sampling_rate=48000,
-    )
+    vae = AutoencoderOobleck(**(config or TINY_VAE_CONFIG))
+    if dtype is not None:
+        vae = vae.to(dtype)
     vae.save_pretrained(str(folder), safe_serialization=True)
 
 
@@ -128,7 +221,13 @@ def build_tiny_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-def write_text_encoder_folder(folder: Path, seed: int) -> None:
+def write_text_encoder_folder(
+    folder: Path, seed: int, config_overrides: dict[str, Any] | None = None, dtype: torch.dtype | None = None
+) -> None:
+    """Tiny tokenizer + random ``Qwen3Model``; ``config_overrides`` reshape it (e.g. to Qwen3-Embedding-0.6B).
+
+    The tokenizer stays the tiny byte-level one, whose ids all lie below any vocab_size it is given.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer()
     tokenizer.save(str(folder / "tokenizer.json"))
@@ -156,7 +255,7 @@ def write_text_encoder_folder(folder: Path, seed: int) -> None:
         "{% endfor %}"
     )
     torch.manual_seed(seed)
-    config = Qwen3Config(
+    shape: dict[str, Any] = dict(
         vocab_size=len(vocab),
         hidden_size=TINY_TEXT_HIDDEN,
         intermediate_size=64,
@@ -169,7 +268,11 @@ def write_text_encoder_folder(folder: Path, seed: int) -> None:
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
     )
-    Qwen3Model(config).save_pretrained(str(folder), safe_serialization=True)
+    config = Qwen3Config(**{**shape, **(config_overrides or {})})  # built whole: layer_types follow the depth
+    model = Qwen3Model(config)
+    if dtype is not None:
+        model = model.to(dtype)
+    model.save_pretrained(str(folder), safe_serialization=True)
 
 
 def write_tiny_dit_checkpoints(root: Path, seed: int = 0) -> None:

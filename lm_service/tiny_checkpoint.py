@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -85,13 +86,24 @@ def build_tiny_tokenizer(vocab_size: int = 1200) -> PreTrainedTokenizerFast:
     return fast
 
 
-def write_tiny_lm_checkpoint(root: Path, seed: int = 0, name: str = "acestep-5Hz-lm-0.6B") -> Path:
-    """Write ``root/<name>/`` (config.json, model.safetensors, tokenizer files); returns that directory."""
+def write_tiny_lm_checkpoint(
+    root: Path,
+    seed: int = 0,
+    name: str = "acestep-5Hz-lm-0.6B",
+    config_overrides: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write ``root/<name>/`` (config.json, model.safetensors, tokenizer files); returns that directory.
+
+    ``config_overrides`` reshape the model (e.g. to the released 0.6B size, bench/full_size_checkpoints.py)
+    and ``dtype`` is the saved dtype (default fp32). The tokenizer is always the tiny one: its ids stay
+    below any larger ``vocab_size``, so the released vocabulary size only adds unused rows.
+    """
     out = Path(root) / name
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer()
     tokenizer.save_pretrained(out)
-    config = Qwen3Config(
+    shape: dict[str, Any] = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -110,10 +122,15 @@ def write_tiny_lm_checkpoint(root: Path, seed: int = 0, name: str = "acestep-5Hz
         # captions end in a realistic number of steps instead of running to the token limits.
         initializer_range=0.5,
     )
+    config = Qwen3Config(**{**shape, **(config_overrides or {})})  # built whole: layer_types follow the depth
     config.architectures = ["Qwen3ForCausalLM"]
+    if config.vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size {config.vocab_size} is below the tokenizer's {len(tokenizer)} tokens")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(config).eval()
+    if dtype is not None:
+        model = model.to(dtype)
     model.save_pretrained(out, safe_serialization=True)
     (out / "generation_config.json").write_text(
         json.dumps({"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}, indent=2)

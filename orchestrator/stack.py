@@ -25,7 +25,7 @@ DEFAULT_DIT_MODEL = "acestep-v15-turbo"
 DEFAULT_LM_MODEL = "acestep-5Hz-lm-0.6B"
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"
 RANDOM_WEIGHTS_WARNING = (
-    "WARNING: using tiny RANDOMLY INITIALISED checkpoints in {root}: the audio will be noise. "
+    "WARNING: using RANDOMLY INITIALISED checkpoints in {root}: the audio (and LM text) will be noise. "
     "Put the released ACE-Step 1.5 checkpoints there for real music."
 )
 
