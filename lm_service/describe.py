@@ -23,6 +23,7 @@ from . import prompts
 from .constraints import CotStateMachine
 from .cot import extract_lyrics, parse_cot
 from .decoding import SamplingParams
+from .events import COT_TOKEN_ESTIMATE, PhaseProgress
 
 if TYPE_CHECKING:
     from .planner import Planner
@@ -125,10 +126,10 @@ def _text(value: Any) -> str:
     return "" if text == "N/A" else text
 
 
-def describe(planner: Planner, req: DescribeRequest, should_stop: Callable[[], bool]) -> Iterator[Any]:
+def describe(
+    planner: Planner, req: DescribeRequest, should_stop: Callable[[], bool]
+) -> Iterator[PhaseProgress | Description]:
     """Yield ``PhaseProgress`` (phase :data:`DESCRIBE_PHASE`) now and then, then one :class:`Description`."""
-    from .planner import PHASE1_TOKEN_ESTIMATE, PhaseProgress
-
     began = time.time()
     params = SamplingParams(req.temperature, req.top_k, req.top_p, cfg_scale=1.0)
     machines = None
@@ -143,7 +144,7 @@ def describe(planner: Planner, req: DescribeRequest, should_stop: Callable[[], b
     outputs: list[list[int]] = [[]]
     for kind, value in planner.decode_text(rows, machines, [req.seed], params, should_stop, req.max_new_tokens):
         if kind == "progress":
-            yield PhaseProgress(phase=DESCRIBE_PHASE, tokens=int(value), total_estimate=PHASE1_TOKEN_ESTIMATE)
+            yield PhaseProgress(phase=DESCRIBE_PHASE, tokens=int(value), total_estimate=COT_TOKEN_ESTIMATE)
         else:
             outputs = value
     text = planner.tokenizer.decode(outputs[0], skip_special_tokens=False)

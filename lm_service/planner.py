@@ -26,6 +26,7 @@ from .constraints import CotStateMachine, build_cot_vocabulary, target_code_coun
 from .cot import format_cot, parse_cot
 from .decoding import SamplingParams, run_phase1, run_phase2
 from .describe import DescribeRequest, describe
+from .events import COT_TOKEN_ESTIMATE, ItemCodes, ItemMetadata, PhaseProgress, PhaseTimes, PlanEvent
 from .vocab import (
     BPM_MAX,
     BPM_MIN,
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 MAX_CAPTION_CHARS = 512
 MAX_LYRICS_CHARS = 4096
 MAX_BATCH = 8
-PHASE1_TOKEN_ESTIMATE = 160  # typical CoT length, only for progress reporting
 TIME_SIGNATURE_INPUTS = (*TIME_SIGNATURES, "2/4", "3/4", "4/4", "6/8")
 
 
@@ -74,34 +74,6 @@ class PlanRequest:
     seeds: list[int] = field(default_factory=lambda: [0])  # one per song; batch = len(seeds)
     lm_batch_chunk_size: int = 8
     generate_codes: bool = True  # False = Phase 1 (metadata) only
-
-
-@dataclass
-class PhaseProgress:
-    phase: int
-    tokens: int
-    total_estimate: int
-
-
-@dataclass
-class ItemMetadata:
-    item: int
-    metadata: dict  # bpm, caption, duration, keyscale, language, timesignature (+ "cot_text": raw CoT)
-
-
-@dataclass
-class ItemCodes:
-    item: int
-    codes: list[int]  # 5 Hz code ids 0..65534
-
-
-@dataclass
-class PhaseTimes:
-    lm_phase1_time: float
-    lm_phase2_time: float
-
-
-PlanEvent = PhaseProgress | ItemMetadata | ItemCodes | PhaseTimes
 
 
 def codes_to_string(codes: list[int]) -> str:
@@ -318,7 +290,7 @@ class Planner:
         outputs: list[list[int]] = []
         for kind, value in self.decode_text(rows, machines, seeds, params, should_stop):
             if kind == "progress":
-                yield PhaseProgress(phase=1, tokens=int(value), total_estimate=PHASE1_TOKEN_ESTIMATE)
+                yield PhaseProgress(phase=1, tokens=int(value), total_estimate=COT_TOKEN_ESTIMATE)
             else:
                 outputs = value
         metadata_list = []
