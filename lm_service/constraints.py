@@ -119,7 +119,7 @@ def build_cot_vocabulary(
     added_ids = tuple(tokenizer.added_tokens_decoder.keys())  # chat tags, <think>, tool tags, ...
     caption_block = (*table.backtick_ids, *table.special_ids, *added_ids)
     caption_block += (table.pad_id,) if table.pad_id is not None else ()
-    caption_block_ids = tuple(sorted(set(caption_block))) + tuple(range(lo, hi))
+    caption_block_ids = tuple(sorted(set(caption_block) | set(range(lo, hi))))  # added tokens include the codes
     return CotVocabulary(
         table=table,
         name_tokens={n: tuple(tokenizer.encode(f"{n}:", add_special_tokens=False)) for n in FIELD_ORDER},
@@ -218,8 +218,8 @@ class CotStateMachine:
         name = self.field
         if name == "caption":
             if self.caption_line_ended:
-                masked = logits.index_fill(0, self.vocab.caption_block_tensor.to(logits.device), float("-inf"))
-                top = int(torch.argmax(masked))
+                # As upstream: the raw argmax decides (even when it is a token the caption may not contain).
+                top = int(torch.argmax(logits))
                 if top in self.vocab.leading_space_ids:
                     self._log("caption continues on an indented line")
                     self.caption_line_ended = False
@@ -240,8 +240,9 @@ class CotStateMachine:
         if not candidates:
             return TokenRule(allowed=(self.vocab.table.newline_id,))
         if name == "language" and not prefix and logits is not None:
-            # Upstream picks the language's first token greedily, not by sampling.
-            ids = sorted(candidates)
+            # Upstream picks the language's first token greedily, not by sampling; iterating the tree's
+            # own set (filled in upstream's order) makes exact ties go the same way as upstream's.
+            ids = list(tree.next_tokens[prefix])
             return TokenRule(allowed=(ids[int(torch.argmax(logits[ids]))],))
         return TokenRule(allowed=tuple(sorted(candidates)))
 

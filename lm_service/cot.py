@@ -50,6 +50,8 @@ def parse_cot(text: str) -> dict[str, Any]:
             fields[current].append(line)
     metadata: dict[str, Any] = {}
     for key, parts in fields.items():
+        if not parts:  # ``caption:`` with nothing after it: no value (upstream drops the key)
+            continue
         value = "\n".join(parts)
         if key in ("bpm", "duration"):
             stripped = value.strip()

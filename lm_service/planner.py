@@ -257,12 +257,6 @@ class Planner:
             session, self.table, self._generators(seeds), params, target, constrained, max_new, should_stop
         )
 
-    def _rows(self, cond: str, uncond: str | None, count: int, params: SamplingParams) -> list[list[int]]:
-        rows = [self._encode(cond)] * count
-        if params.uses_cfg:
-            rows += [self._encode(uncond)] * count
-        return rows
-
     def _phase1(
         self,
         req: PlanRequest,
@@ -271,9 +265,10 @@ class Planner:
         seeds: list[int],
         should_stop: Callable[[], bool],
     ):
-        cond = prompts.phase1_prompt(req.caption, req.lyrics)
-        uncond = prompts.phase1_negative_prompt(req.lyrics, req.lm_negative_prompt)
-        rows = self._rows(cond, uncond, len(seeds), params)
+        # No CFG on the CoT, as upstream since a188f4c ("cfg_scale > 1 distorts text logits during
+        # reasoning, causing premature newlines and truncated captions"); Phase 2 still uses it.
+        params = SamplingParams(params.temperature, params.top_k, params.top_p, cfg_scale=1.0)
+        rows = [self._encode(prompts.phase1_prompt(req.caption, req.lyrics))] * len(seeds)
         machines = None
         if req.use_constrained_decoding:
             machines = [

@@ -11,8 +11,6 @@ verbatim into the CoT by the constrained decoder (Phase 1) or written into the C
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .vocab import IM_END, IM_START
 
 LM_INSTRUCTION = "Generate audio semantic tokens based on the given conditions:"
@@ -50,12 +48,6 @@ def phase1_prompt(caption: str, lyrics: str) -> str:
     return _system() + _user(caption, lyrics) + GENERATION_PROMPT
 
 
-def phase1_negative_prompt(lyrics: str, negative_prompt: str) -> str:
-    """Unconditional CoT prompt for CFG: caption removed, or replaced by a custom negative prompt."""
-    caption = negative_prompt if has_meaningful_negative_prompt(negative_prompt) else None
-    return _system() + _user(caption, lyrics) + GENERATION_PROMPT
-
-
 def _closed_assistant_turn(cot_text: str) -> str:
     """The Qwen3 template's rendering of an assistant message holding ``<think>..</think>``."""
     reasoning = cot_text.split("</think>")[0].split("<think>")[-1].strip("\n")
@@ -89,11 +81,3 @@ def format_prompt(caption: str, lyrics: str) -> str:
     """Caption + lyrics -> enhanced caption, metadata, formatted lyrics (PF: no newline after the lyrics)."""
     user = _turn("user", f"# Caption\n{caption}\n\n# Lyric\n{lyrics}")
     return _system(REWRITE_INSTRUCTION) + user + GENERATION_PROMPT
-
-
-@dataclass(frozen=True)
-class PromptPair:
-    """Conditional and (when CFG is on) unconditional prompt of one phase."""
-
-    cond: str
-    uncond: str | None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
 
 from acestep_client.errors import Cancelled, FailedPrecondition, InvalidArgument
 from lm_service.planner import ItemCodes, ItemMetadata, PhaseProgress, PhaseTimes, Planner, PlanRequest
@@ -165,3 +166,30 @@ def test_constrained_decoding_debug_logs_transitions(planner: Planner, caplog: p
 def test_vllm_backend_fails_clearly(tiny_lm_dir) -> None:
     with pytest.raises(FailedPrecondition, match="torch"):
         Planner.load(tiny_lm_dir, backend="vllm")
+
+
+def test_the_cot_is_decoded_without_cfg_as_upstream(planner: Planner) -> None:
+    """Upstream (since a188f4c) runs Phase 1 at scale 1: guidance only shapes the codes."""
+    plain = run(planner, PlanRequest(caption="calm piano", duration=10, seeds=[4], lm_cfg_scale=1.0))
+    guided = run(planner, PlanRequest(caption="calm piano", duration=10, seeds=[4], lm_cfg_scale=3.0))
+    assert plain[1] == guided[1]
+    assert plain[2] != guided[2]
+
+
+def test_caption_end_of_line_follows_the_raw_argmax(planner: Planner) -> None:
+    """A blocked token (EOS) on top after a newline ends the caption, as upstream decides it."""
+    from lm_service.constraints import CotStateMachine
+
+    vocab, table = planner.cot_vocab, planner.table
+    machine = CotStateMachine(vocab, {"bpm": "120"}, skip_caption=False, skip_language=False)
+    while machine.field != "caption" or machine.forced:
+        machine.advance(machine.rule().allowed[0])
+    piano = planner.tokenizer.encode(" piano", add_special_tokens=False)[0]
+    machine.advance(piano)
+    machine.advance(table.newline_id)
+    logits = torch.zeros(table.vocab_size)
+    logits[piano] = 5.0  # a continuation line would start with this space-led token...
+    logits[table.eos_id] = 6.0  # ...but the raw top token is EOS, which a caption may not contain
+    rule = machine.rule(logits)
+    assert machine.field == "duration"
+    assert rule.allowed == (vocab.name_tokens["duration"][0],)
