@@ -100,10 +100,13 @@ def format_sample_task(
             "user_metadata", f"allowed keys are bpm, duration, keyscale, timesignature, language; got {unknown}"
         )
     message = pb.FormatSampleInput(caption=caption, lyrics=lyrics)
-    if metas.get("bpm") is not None:
-        message.bpm = int(metas["bpm"])
-    if metas.get("duration") is not None:
-        message.duration = float(metas["duration"])
+    for key, kind in (("bpm", int), ("duration", float)):
+        if metas.get(key) is None:
+            continue
+        try:
+            setattr(message, key, kind(metas[key]))
+        except (TypeError, ValueError):
+            raise InvalidArgument(key, f"must be a number, got {metas[key]!r}") from None
     for key in ("keyscale", "timesignature", "language"):
         if metas.get(key):
             setattr(message, key, str(metas[key]))

@@ -39,6 +39,8 @@ def _task(mode: str, **inputs):
         ("format_sample", {"caption": "c" * 513}, "caption"),
         ("format_sample", {"lyrics": "l" * 4097}, "lyrics"),
         ("format_sample", {"user_metadata": {"bpm": 301}}, "bpm"),
+        ("format_sample", {"user_metadata": {"bpm": "fast"}}, "bpm"),
+        ("format_sample", {"user_metadata": {"duration": [3]}}, "duration"),
         ("format_sample", {"user_metadata": {"duration": 601}}, "duration"),
         ("format_sample", {"user_metadata": {"keyscale": "H major"}}, "keyscale"),
         ("format_sample", {"user_metadata": {"timesignature": "5/4"}}, "timesignature"),
