@@ -44,6 +44,8 @@ def add_server_flags(parser: argparse.ArgumentParser, default_port: int) -> None
     add_flag(parser, "tls-key", "", "PEM private key for --tls-cert")
     add_flag(parser, "tls-client-ca", "", "PEM CA bundle; clients must present a certificate it signed (mTLS)")
     add_flag(parser, "api-keys", "", "comma-separated API keys accepted in the x-api-key metadata; empty = open")
+    add_flag(parser, "health-port", -1, "plaintext port serving only grpc.health.v1, for probes that cannot speak "
+             "TLS (kubelet); 0 picks one, -1 disables")
     add_flag(parser, "grace-seconds", 30.0, "on SIGTERM, how long in-flight streams may finish")
     add_flag(parser, "log-level", "INFO", "logging level")
 

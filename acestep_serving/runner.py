@@ -48,6 +48,8 @@ async def start_model_server(
     server.add(add_to_server, servicer)
     port = await server.start()
     announce(f"{label}: listening on {args.host}:{port}")
+    if server.health_port is not None:
+        announce(f"{label}: plaintext health checks on {args.host}:{server.health_port}")
     metrics_port = None
     if args.metrics_port >= 0:
         metrics_port = serve_metrics(metrics.registry, args.metrics_port, args.host)

@@ -32,6 +32,7 @@ class ServerOptions:
     tls_client_ca: str = ""
     api_keys: Sequence[str] = field(default_factory=tuple)
     grace_seconds: float = 30.0
+    health_port: int = -1  # >= 0: also serve grpc.health.v1 alone, in plaintext, on this port (0 = any)
 
     @classmethod
     def from_args(cls, args) -> ServerOptions:
@@ -39,6 +40,7 @@ class ServerOptions:
             host=args.host, port=args.port, max_message_bytes=int(args.max_message_mb * 1024 * 1024),
             tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
             api_keys=tuple(k for k in args.api_keys.split(",") if k), grace_seconds=args.grace_seconds,
+            health_port=args.health_port,
         )
 
 
@@ -98,6 +100,10 @@ class GrpcServer:
         )
         self.port = 0
         self.serving = False
+        # Kubelet gRPC probes speak plaintext only; with TLS on, they need a health-only listener. It shares
+        # ``self.health``, so both ports always report the same status.
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
 
     def add(self, add_to_server: Callable, servicer: object) -> None:
         add_to_server(servicer, self.server)
@@ -119,6 +125,11 @@ class GrpcServer:
             self.port = self.server.add_secure_port(address, credentials)
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        if self.options.health_port >= 0:
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(f"{self.options.host}:{self.options.health_port}")
+            await self.health_server.start()
         return self.port
 
     async def _set_status(self, status) -> None:
@@ -134,6 +145,8 @@ class GrpcServer:
         """Readiness goes NOT_SERVING first so load balancers move away, then streams get ``grace``."""
         await self.set_serving(False)
         await self.server.stop(self.options.grace_seconds if grace is None else grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
     async def wait_for_termination(self) -> None:
         loop = asyncio.get_running_loop()

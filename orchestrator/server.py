@@ -153,6 +153,8 @@ async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str],
     metrics.ready.labels("orchestrator").set(1)
     announce(f"orchestrator: listening on {args.host}:{port} (LM: {', '.join(lm_targets) or 'none'}; "
              f"DiT: {', '.join(dit_targets)})")
+    if server.health_port is not None:
+        announce(f"orchestrator: plaintext health checks on {args.host}:{server.health_port}")
     metrics_port = None
     if args.metrics_port >= 0:
         metrics_port = serve_metrics(metrics.registry, args.metrics_port, args.host)

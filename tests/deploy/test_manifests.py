@@ -28,9 +28,14 @@ KUBECTL = shutil.which("kubectl")
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not on PATH: cannot run `kubectl kustomize`")
 
-OVERLAYS = {"gpu-h100": "acestep", "cpu-demo": "acestep-demo"}  # overlay -> namespace it sets
+OVERLAYS = {"gpu-h100": "acestep", "gpu-h100-mtls": "acestep", "cpu-demo": "acestep-demo"}  # -> namespace
 EXPECTED_IMAGES = {
     "gpu-h100": {
+        "lm": "registry.example.com/acestep/lm:0.1.0-cuda",
+        "dit": "registry.example.com/acestep/dit:0.1.0-cuda",
+        "orchestrator": "registry.example.com/acestep/orchestrator:0.1.0-cpu",
+    },
+    "gpu-h100-mtls": {
         "lm": "registry.example.com/acestep/lm:0.1.0-cuda",
         "dit": "registry.example.com/acestep/dit:0.1.0-cuda",
         "orchestrator": "registry.example.com/acestep/orchestrator:0.1.0-cpu",
@@ -240,7 +245,9 @@ def test_cpu_demo_has_no_gpu_anywhere():
 def test_probes_are_grpc_health_checks_with_the_service_names(overlay):
     for component in COMPONENTS:
         container = main_container(overlay, component)
-        port = int(env_of(container)["ACESTEP_PORT"])
+        env = env_of(container)
+        # With TLS on, kubelet (plaintext only) probes the health-only port instead of the API port.
+        port = int(env["ACESTEP_HEALTH_PORT"] if "ACESTEP_TLS_CERT" in env else env["ACESTEP_PORT"])
         ports = {p["containerPort"] for p in container["ports"]}
         name = service_name_in_code(component)
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -486,3 +493,28 @@ def test_grafana_dashboard_plots_the_exported_metrics():
     joined = "\n".join(exprs)
     assert "histogram_quantile(0.5," in joined and "histogram_quantile(0.95," in joined
     assert 'code!="OK"' in joined
+
+
+def test_mtls_overlay_encrypts_every_hop_from_mounted_secrets():
+    overlay = "gpu-h100-mtls"
+    for component in COMPONENTS:
+        spec = pod_spec(overlay, component)
+        container = main_container(overlay, component)
+        env = env_of(container)
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["tls"]["secret"]["secretName"] == f"acestep-{component}-tls"
+        assert mounts["tls"]["readOnly"] and mounts["tls"]["mountPath"] == "/etc/acestep/tls"
+        files = {"ACESTEP_TLS_CERT": "tls.crt", "ACESTEP_TLS_KEY": "tls.key"}
+        if component == "orchestrator":  # serves clients over TLS, dials LM/DiT with its own certificate
+            files |= {"ACESTEP_BACKEND_ROOT_CERT": "ca.crt", "ACESTEP_BACKEND_CLIENT_CERT": "tls.crt",
+                      "ACESTEP_BACKEND_CLIENT_KEY": "tls.key"}
+        else:  # only clients the CA signed (the orchestrator) get in
+            files |= {"ACESTEP_TLS_CLIENT_CA": "ca.crt"}
+        for name, file in files.items():
+            assert env[name] == f"/etc/acestep/tls/{file}", f"{component}: {name}={env.get(name)}"
+        health = int(env["ACESTEP_HEALTH_PORT"])
+        assert health != int(env["ACESTEP_PORT"])
+        assert {"name": "health", "containerPort": health, "protocol": "TCP"} in container["ports"]
+    # the plain overlay stays plaintext
+    assert "ACESTEP_TLS_CERT" not in env_of(main_container("gpu-h100", "lm"))

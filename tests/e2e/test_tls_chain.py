@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from acestep_client import AceStepClient, GenerationConfig, GenerationParams
 from orchestrator.server import build_parser, start_orchestrator
@@ -41,8 +43,9 @@ def tls_stack(tiny_root, pki):
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result(300)
 
     stack = run(start_stack(
-        tiny_root, device="cpu", dtype="float32", announce=lambda line: None, extra_model_flags=_server_tls(pki),
-        extra_orchestrator_flags=[*_server_tls(pki), *_backend_tls(pki)],
+        tiny_root, device="cpu", dtype="float32", announce=lambda line: None,
+        extra_model_flags=[*_server_tls(pki), "--health-port", "0"],
+        extra_orchestrator_flags=[*_server_tls(pki), *_backend_tls(pki), "--health-port", "0"],
     ))  # fmt: skip
     try:
         yield stack, run
@@ -86,3 +89,19 @@ def test_half_configured_backend_mtls_is_a_startup_error():
     args = build_parser().parse_args(["--port", "0", "--backend-client-cert", "c.pem"])
     with pytest.raises(ValueError, match="go together"):
         asyncio.run(start_orchestrator(args, announce=lambda line: None))
+
+
+def test_probes_reach_a_plaintext_health_port_while_the_api_needs_mtls(tls_stack):
+    """Kubelet gRPC probes cannot speak TLS: each server also answers health, and only health, in plaintext."""
+    stack, _ = tls_stack
+    for running in (stack.lm, stack.dit, stack.orchestrator):
+        health_address = f"127.0.0.1:{running.server.health_port}"
+        with grpc.insecure_channel(health_address) as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.RpcError) as info:
+                channel.unary_unary("/acestep.v1.LanguageModelService/Describe")(b"", timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel, pytest.raises(grpc.RpcError) as info:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
