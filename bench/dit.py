@@ -20,21 +20,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.released import RELEASED_VAE
 from dit_service.model.acestep_model import AceStepModel, build_model_on_meta
 from dit_service.model.config import AceStepConfig
 from dit_service.model.vae import fold_weight_norm, optimize_vae_for_inference
 from dit_service.samplers import SamplerResult, turbo_sample
 from dit_service.vae_decode import iter_decoded_windows
 
-REAL_VAE = {
-    "encoder_hidden_size": 128,
-    "downsampling_ratios": [2, 4, 4, 6, 10],
-    "channel_multiples": [1, 2, 4, 8, 16],
-    "decoder_channels": 128,
-    "decoder_input_channels": 64,
-    "audio_channels": 2,
-    "sampling_rate": 48000,
-}
+REAL_VAE = RELEASED_VAE
 SMALL_VAE = {**REAL_VAE, "channel_multiples": [1, 1, 2, 2, 4], "decoder_channels": 16}
 SMALL_DIT = {
     "hidden_size": 256,

@@ -22,11 +22,12 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.released import RELEASED_LM
 from lm_service.backends.torch_backend import TorchQwen3Backend
 from lm_service.decoding import SamplingParams, run_phase2
 from lm_service.vocab import TokenTable
 
-REAL_VOCAB = 217_204
+REAL_VOCAB = RELEASED_LM["vocab_size"]
 QWEN_BASE_VOCAB = 151_669  # <|audio_code_0|> id in the release
 
 
@@ -35,11 +36,10 @@ def model_config(small: bool) -> Qwen3Config:
         shape = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
                      num_key_value_heads=2, head_dim=32)  # fmt: skip
     else:
-        shape = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                     num_key_value_heads=8, head_dim=128)  # fmt: skip
+        shape = {k: v for k, v in RELEASED_LM.items() if k not in ("vocab_size", "max_position_embeddings")}
     return Qwen3Config(
         vocab_size=REAL_VOCAB,
-        max_position_embeddings=40960,
+        max_position_embeddings=RELEASED_LM["max_position_embeddings"],
         rms_norm_eps=1e-6,
         rope_theta=1_000_000.0,
         tie_word_embeddings=True,

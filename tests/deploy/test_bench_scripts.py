@@ -63,10 +63,9 @@ def test_streaming_writer_round_trips_and_rejects_wrong_order(tmp_path: Path) ->
 
 def test_full_size_constants_match_the_benchmarks_and_the_release() -> None:
     full = load_bench("full_size_checkpoints")
-    assert full.RELEASED_VAE == load_bench("dit").REAL_VAE
     lm_config = load_bench("lm").model_config(small=False)
     for key, value in full.RELEASED_LM.items():
-        if key != "initializer_range":
+        if key != "initializer_range":  # the benchmark keeps transformers' default init
             assert getattr(lm_config, key) == value, key
     from orchestrator.stack import DEFAULT_LM_MODEL, RANDOM_WEIGHTS_MARKER
 
