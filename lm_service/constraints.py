@@ -14,9 +14,11 @@ Deliberate deviations from upstream (they make every constrained CoT parse; see 
 Each row has its own state machine, so rows of a batch are independent (upstream shares one).
 
 Text modes (``describe=True``: understand, create sample, format) write the same CoT, then the
-``</think>`` tag, then free text (the lyrics) with every audio-code token blocked, until EOS. There
-``language`` can be injected too. The ``genres`` line that upstream writes in these modes is skipped:
-its value list (``genres_vocab.txt``) is not public, and no result type carries genres.
+``</think>`` tag, then free text (the lyrics) with all 65,535 audio-code tokens blocked (upstream: codes
+0-63999), until EOS. There ``language`` can be injected too (upstream's format mode skips the language
+line instead), and user metadata arrives in canonical spelling ("Am" -> "A minor", "4/4" -> "4"), not as
+typed. The ``genres`` line that upstream writes in these modes is skipped: its value list
+(``genres_vocab.txt``) is not public, and no result type carries genres.
 """
 
 from __future__ import annotations

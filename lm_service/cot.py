@@ -80,7 +80,8 @@ def format_cot(metadata: dict[str, Any]) -> str:
 
 
 def extract_lyrics(text: str) -> str:
-    """The text modes' lyrics: what follows ``</think>``, minus a leading ``# Lyric`` header and ``<|im_end|>``."""
+    """The text modes' lyrics: what follows ``</think>``, minus a leading ``# Lyric`` / ``# Lyrics`` header and a
+    trailing ``<|im_end|>`` (upstream's header pattern is a typo that keeps ``# Lyrics``; both strip ``# Lyric``)."""
     _, found, after = text.partition("</think>")
     if not found:
         return ""
