@@ -1,4 +1,7 @@
-"""Public API of the LM planner: validate a request, run Phase 1 (CoT metadata) and Phase 2 (codes).
+"""Public API of the LM planner: validate a request, run Phase 1 (CoT metadata) and Phase 2 (codes);
+the text modes (understand, create sample, format) live in ``describe.py``.
+
+CFG: Phase 2 only. The CoT is decoded at scale 1, as upstream does since a188f4c.
 
 Seeds: item i uses ``torch.Generator().manual_seed(seeds[i])`` for Phase 1 and a fresh generator with
 the same seed for Phase 2, and its own constraint state, so an item's CoT and codes depend only on its
@@ -224,9 +227,6 @@ class Planner:
 
     def describe(self, req: DescribeRequest, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Any]:
         """A text mode (understand, create_sample, format_sample): progress, then one ``Description``."""
-        backend_check = getattr(self.backend, "check_describe", None)
-        if backend_check is not None:
-            backend_check(req)
         return describe(self, req, should_stop)
 
     def _encode(self, text: str) -> list[int]:
