@@ -6,7 +6,8 @@
 # value, each step under its own timeout, the whole under a hard budget (default 540 s), and a step that
 # fails never stops the ones after it.
 #
-# THE CALL (from the repo root's session; .whl holds the wheels the device image lacks, see below):
+# THE CALL (from the repo root; first `bash bench/fetch_device_wheels.sh` fills .whl with the wheels the
+# device image lacks, see below):
 #   run(command="bash bench/gpu_session.sh /tmp/gs; tar -czf $OUT/gpu_session.tgz -C /tmp gs; cp /tmp/gs/summary.txt $OUT/",
 #       timeout_s=600, carry=[".whl"])
 # Then: read summary.txt (also printed at the end of output_tail); untar gpu_session.tgz for every log and
