@@ -39,7 +39,7 @@ Pem = bytes | str | os.PathLike | None
 API_KEY_HEADER = "x-api-key"
 
 
-def _pem(value: Pem) -> bytes | None:
+def read_pem(value: Pem) -> bytes | None:
     """PEM bytes as given, or read from a file path (a str holding PEM text is taken as is)."""
     if value is None or isinstance(value, bytes):
         return value
@@ -75,9 +75,9 @@ class _Options:
         self.credentials: grpc.ChannelCredentials | None = None
         if root_certificates is not None or private_key is not None:
             self.credentials = grpc.ssl_channel_credentials(
-                root_certificates=_pem(root_certificates),
-                private_key=_pem(private_key),
-                certificate_chain=_pem(certificate_chain),
+                root_certificates=read_pem(root_certificates),
+                private_key=read_pem(private_key),
+                certificate_chain=read_pem(certificate_chain),
             )
 
     def deadline(self, timeout: float | None) -> float | None:

@@ -2,7 +2,7 @@
 
 ``llm_handler`` picks where the LM runs: an :class:`AceStepClient`, a :class:`RemoteOrchestrator` or
 a ``"host:port"`` string (the front server relays to its LM), or a :class:`RemoteLM` (the LM service
-itself, replicas tried in turn while they answer UNAVAILABLE). Like the reference they never raise
+itself, through the orchestrator package's replica pool). Like the reference they never raise
 for a failed call: the result has ``success=False`` and ``error = "<CODE>: <details>"``.
 Beyond the reference: keyword-only ``seed`` (reproducible runs) and ``max_new_tokens`` (a cost cap).
 """
@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
-from acestep_client.assemble import CALL_FAILURES, error_text
+from acestep_client.assemble import CALL_FAILURES, CallError, error_text
 from acestep_client.client import AceStepClient
 from acestep_client.describe import (
     build_task,
     failed_result,
-    read_description,
+    read_description_async,
     result_from_description,
     sampling_args,
 )
@@ -78,20 +76,23 @@ def _run(llm_handler: Any, mode: str, inputs: dict[str, Any], sampling: dict[str
 
 
 def _describe_on_lm(lm: RemoteLM, mode: str, inputs: dict[str, Any], sampling: dict[str, Any]) -> Any:
+    """Straight to the LM service, through the orchestrator's replica pool (round robin, retry on UNAVAILABLE)."""
+    from acestep_client.api import run_blocking
+
+    async def call() -> Any:
+        try:
+            from orchestrator.replicas import ReplicaPool
+        except ImportError as exc:
+            raise CallError("UNIMPLEMENTED", f"a RemoteLM handler needs the orchestrator package: {exc}") from exc
+        pool = ReplicaPool(list(lm.addresses), lm_pb2_grpc.LanguageModelServiceStub)
+        try:
+            return await read_description_async(pool.stream("Describe", request))
+        finally:
+            await pool.close()
+
     try:
         request = lm_pb2.DescribeRequest(task=build_task(mode, inputs, sampling))
-        description = None
-        for address in lm.addresses:
-            with grpc.insecure_channel(address) as channel:
-                call = lm_pb2_grpc.LanguageModelServiceStub(channel).Describe(request)
-                try:
-                    description = read_description(call)
-                    break
-                except grpc.RpcError as exc:
-                    if exc.code() != grpc.StatusCode.UNAVAILABLE or address == lm.addresses[-1]:
-                        raise
-                finally:
-                    call.cancel()
+        description = run_blocking(call)
     except CALL_FAILURES as exc:
         return failed_result(mode, error_text(exc))
     return result_from_description(mode, description, inputs.get("lyrics", ""))

@@ -38,6 +38,19 @@ class RunningServer:
         await self.server.drain_and_stop(grace)
 
 
+def open_side_ports(
+    label: str, args, server: GrpcServer, metrics: ServiceMetrics, announce: Callable[[str], None]
+) -> int | None:
+    """Announce the plaintext health port (if any) and start /metrics (if asked); returns the metrics port."""
+    if server.health_port is not None:
+        announce(f"{label}: plaintext health checks on {args.host}:{server.health_port}")
+    if args.metrics_port < 0:
+        return None
+    metrics_port = serve_metrics(metrics.registry, args.metrics_port, args.host)
+    announce(f"{label}: metrics on http://{args.host}:{metrics_port}/metrics")
+    return metrics_port
+
+
 async def start_model_server(
     args, label: str, service_name: str, add_to_server: Callable, servicer: object, metrics: ServiceMetrics,
     load: Callable[[str, torch.dtype], None], announce: Callable[[str], None] = print,
@@ -48,12 +61,7 @@ async def start_model_server(
     server.add(add_to_server, servicer)
     port = await server.start()
     announce(f"{label}: listening on {args.host}:{port}")
-    if server.health_port is not None:
-        announce(f"{label}: plaintext health checks on {args.host}:{server.health_port}")
-    metrics_port = None
-    if args.metrics_port >= 0:
-        metrics_port = serve_metrics(metrics.registry, args.metrics_port, args.host)
-        announce(f"{label}: metrics on http://{args.host}:{metrics_port}/metrics")
+    metrics_port = open_side_ports(label, args, server, metrics, announce)
 
     async def load_then_serve() -> None:
         loop = asyncio.get_running_loop()

@@ -16,32 +16,26 @@ RELEASED_VAE: dict = {
     "audio_channels": 2,
     "sampling_rate": 48000,
 }
-# Qwen3-Embedding-0.6B (model-dit.md §3.1): 595.8 M params, 1,191,586,416 bytes in bf16 like the release.
-RELEASED_TEXT_ENCODER: dict = {
-    "vocab_size": 151_669,
+# The Qwen3-0.6B body both the text encoder and the 5 Hz LM are built on.
+QWEN3_06B_BODY: dict = {
     "hidden_size": 1024,
     "intermediate_size": 3072,
     "num_hidden_layers": 28,
     "num_attention_heads": 16,
     "num_key_value_heads": 8,
     "head_dim": 128,
+    "initializer_range": 0.02,
+}
+# Qwen3-Embedding-0.6B (model-dit.md §3.1): 595.8 M params, 1,191,586,416 bytes in bf16 like the release.
+RELEASED_TEXT_ENCODER: dict = {
+    **QWEN3_06B_BODY,
+    "vocab_size": 151_669,
     "max_position_embeddings": 32768,
     "rope_theta": 1_000_000.0,
     "rms_norm_eps": 1e-6,
     "tie_word_embeddings": True,
-    "initializer_range": 0.02,
 }
 # acestep-5Hz-lm-0.6B: Qwen3-0.6B body with the 217,204-token ACE-Step vocabulary (as bench/lm.py).
 # initializer_range 0.02 (the tiny LM's 0.5 would overflow bf16 through 28 layers); the benchmark sets
 # every metadata field, so the random model never has to end a free-text CoT by itself.
-RELEASED_LM: dict = {
-    "vocab_size": 217_204,
-    "hidden_size": 1024,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "max_position_embeddings": 40960,
-    "initializer_range": 0.02,
-}
+RELEASED_LM: dict = {**QWEN3_06B_BODY, "vocab_size": 217_204, "max_position_embeddings": 40960}

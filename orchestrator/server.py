@@ -12,12 +12,14 @@ from pathlib import Path
 
 import grpc
 
+from acestep_client.client import read_pem
 from acestep_client.constants import SAMPLE_RATE
 from acestep_client.convert import params_from_proto
 from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestrator_pb2_grpc
 from acestep_serving.admission import Admission
-from acestep_serving.metrics import ServiceMetrics, serve_metrics
+from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.rpc import guarded_stream
+from acestep_serving.runner import open_side_ports
 from acestep_serving.server import GrpcServer, ServerOptions
 from orchestrator.describe import describe_events
 from orchestrator.pipeline import Backends, generate_events
@@ -119,14 +121,10 @@ def backend_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | N
             raise ValueError("--backend-client-cert needs --backend-root-cert (TLS to the LM/DiT services)")
         return None
     return grpc.ssl_channel_credentials(
-        root_certificates=_pem_file(args.backend_root_cert),
-        private_key=_pem_file(args.backend_client_key),
-        certificate_chain=_pem_file(args.backend_client_cert),
+        root_certificates=read_pem(args.backend_root_cert),
+        private_key=read_pem(args.backend_client_key or None),
+        certificate_chain=read_pem(args.backend_client_cert or None),
     )
-
-
-def _pem_file(path: str) -> bytes | None:
-    return Path(path).read_bytes() if path else None
 
 
 async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str], None] = print) -> RunningOrchestrator:
@@ -153,12 +151,7 @@ async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str],
     metrics.ready.labels("orchestrator").set(1)
     announce(f"orchestrator: listening on {args.host}:{port} (LM: {', '.join(lm_targets) or 'none'}; "
              f"DiT: {', '.join(dit_targets)})")
-    if server.health_port is not None:
-        announce(f"orchestrator: plaintext health checks on {args.host}:{server.health_port}")
-    metrics_port = None
-    if args.metrics_port >= 0:
-        metrics_port = serve_metrics(metrics.registry, args.metrics_port, args.host)
-        announce(f"orchestrator: metrics on http://{args.host}:{metrics_port}/metrics")
+    metrics_port = open_side_ports("orchestrator", args, server, metrics, announce)
     return RunningOrchestrator(server, port, metrics_port, backends)
 
 
