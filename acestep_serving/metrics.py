@@ -67,6 +67,33 @@ class ServiceMetrics:
             self.requests.labels(self.service, method, outcome["code"].name).inc()
 
 
+class MergedRegistries:
+    """One exposition of several services' registries (``acestep serve all``: one scrape target).
+
+    Families of the same name (``acestep_requests_total`` of each service) are merged into one family,
+    their samples told apart by the ``service`` label, as one Prometheus family must be.
+    """
+
+    def __init__(self, registries: list[CollectorRegistry]):
+        self.registries = registries
+
+    def collect(self):
+        merged = {}
+        for registry in self.registries:
+            for family in registry.collect():
+                if family.name in merged:
+                    merged[family.name].samples.extend(family.samples)
+                else:
+                    merged[family.name] = family
+        return list(merged.values())
+
+
+def merged_registry(registries: list[CollectorRegistry]) -> CollectorRegistry:
+    combined = CollectorRegistry(auto_describe=False)
+    combined.register(MergedRegistries(registries))
+    return combined
+
+
 def serve_metrics(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> int:
     """Start /metrics on ``port`` (0 picks one) and return the bound port."""
     server, _thread = start_http_server(port, addr=host, registry=registry)

@@ -27,8 +27,9 @@ from acestep_client.errors import InvalidArgument, NotFound
 from . import prompts
 from .constraints import CotStateMachine, build_cot_vocabulary, target_code_count
 from .cot import format_cot, parse_cot
-from .decoding import SamplingParams, run_phase1, run_phase2
+from .decoding import SamplingParams, codes_from_tokens
 from .describe import DescribeRequest, describe
+from .engine import EngineObserver, EngineOptions, GroupSpec, Head, LMEngine
 from .events import COT_TOKEN_ESTIMATE, ItemCodes, ItemMetadata, PhaseProgress, PhaseTimes, PlanEvent
 from .vocab import (
     BPM_MAX,
@@ -117,14 +118,25 @@ class Planner:
         max_duration: int = DURATION_MAX,
         max_caption_tokens: int = MAX_CAPTION_TOKENS,
         max_new_tokens: int = MAX_NEW_TOKENS,
+        engine_options: EngineOptions | None = None,
+        engine_observer: EngineObserver | None = None,
     ):
-        """``max_duration`` is the GPU tier's limit; the two token limits exist so tests stay short."""
+        """``max_duration`` is the GPU tier's limit; the two token limits exist so tests stay short.
+
+        The torch backend runs every request through one continuous-batching :class:`LMEngine`; a
+        backend with its own engine loop (vLLM) keeps its own batching.
+        """
         self.tokenizer = tokenizer
         self.backend = backend
         self.table = build_token_table(tokenizer, backend.vocab_size)
         self.cot_vocab = build_cot_vocabulary(tokenizer, self.table, max_duration, max_caption_tokens)
         self.max_duration = max_duration
         self.max_new_tokens = max_new_tokens
+        self.engine: LMEngine | None = None
+        if not hasattr(backend, "run_phase1"):
+            self.engine = LMEngine(
+                backend, self.table, self.cot_vocab.caption_block_tensor, engine_options, engine_observer
+            )
 
     @classmethod
     def load(
@@ -133,7 +145,7 @@ class Planner:
         backend: str = "torch",
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
-        planner_options: dict[str, int] | None = None,
+        planner_options: dict[str, Any] | None = None,
         **backend_options: Any,
     ) -> Planner:
         """Load tokenizer + weights from a released-layout directory (``planner_options`` go to ``__init__``)."""
@@ -240,22 +252,33 @@ class Planner:
     ) -> Iterator[tuple[str, object]]:
         """Text under per-row state machines (CoT, text modes); a backend with its own engine loop runs it."""
         limit = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
-        if hasattr(self.backend, "run_phase1"):
+        if self.engine is None:
             return self.backend.run_phase1(rows, machines, seeds, params, limit, should_stop)
-        session = self.backend.open_session(rows, limit)
-        return run_phase1(
-            session, machines, self.table, self._generators(seeds), params, limit, should_stop,
-            self.cot_vocab.caption_block_tensor,
-        )  # fmt: skip
+        specs = [
+            GroupSpec(prompt, generator, params, limit, machine=machines[i] if machines is not None else None)
+            for i, (prompt, generator) in enumerate(zip(rows, self._generators(seeds), strict=True))
+        ]
+        return self.engine.run(specs, should_stop)
 
     def _decode_codes(self, rows, seeds, params, target, constrained, max_new, should_stop):
         """Audio-code decoding (Phase 2); yields progress, then ``("done", codes per item)``."""
-        if hasattr(self.backend, "run_phase2"):
+        if self.engine is None:
             return self.backend.run_phase2(rows, seeds, params, target, constrained, max_new, should_stop)
-        session = self.backend.open_session(rows, target if target is not None else max_new)
-        return run_phase2(
-            session, self.table, self._generators(seeds), params, target, constrained, max_new, should_stop
-        )
+        items = len(seeds)
+        specs = [
+            GroupSpec(
+                rows[i], generator, params, max_new,
+                head=Head.CODES if constrained else Head.FULL,
+                uncond_prompt=rows[items + i] if params.uses_cfg else None,
+                exact_tokens=target if constrained else None,
+            )
+            for i, generator in enumerate(self._generators(seeds))
+        ]  # fmt: skip
+        return self._as_codes(self.engine.run(specs, should_stop))
+
+    def _as_codes(self, events: Iterator[tuple[str, object]]) -> Iterator[tuple[str, object]]:
+        for kind, value in events:
+            yield kind, [codes_from_tokens(row, self.table) for row in value] if kind == "done" else value
 
     def _phase1(
         self,

@@ -26,17 +26,35 @@ def apply_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
+TOP_P_CANDIDATES = 1024  # a trained LM's nucleus almost always lies within its top 1,024 tokens
+
+
 def apply_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Nucleus filter: keep the smallest descending prefix whose mass *before* each token is <= p."""
+    """Nucleus filter: keep the smallest descending prefix whose mass *before* each token is <= p.
+
+    The prefix is first looked for among the top ``TOP_P_CANDIDATES`` (a partial top-k, no sort of the
+    vocabulary); only rows whose nucleus is wider than that (a near-uniform distribution) sort in full.
+    """
     if not 0.0 < top_p < 1.0:
         return logits
+    width = logits.shape[-1]
+    if width > TOP_P_CANDIDATES:
+        values, index = torch.topk(logits, TOP_P_CANDIDATES, dim=-1)
+        probs = torch.exp(values.float() - torch.logsumexp(logits.float(), dim=-1, keepdim=True))
+        cumulative = torch.cumsum(probs, dim=-1)
+        if bool((cumulative[..., -1] > top_p).all()):
+            return logits.masked_fill(~_nucleus(cumulative, top_p, index, width), float("-inf"))
     sorted_logits, sorted_index = torch.sort(logits, descending=True, dim=-1)
     cumulative = torch.cumsum(torch.softmax(sorted_logits.float(), dim=-1), dim=-1)
-    remove_sorted = cumulative > top_p
-    remove_sorted[..., 1:] = remove_sorted[..., :-1].clone()
-    remove_sorted[..., 0] = False
-    remove = remove_sorted.scatter(-1, sorted_index, remove_sorted)
-    return logits.masked_fill(remove, float("-inf"))
+    return logits.masked_fill(~_nucleus(cumulative, top_p, sorted_index, width), float("-inf"))
+
+
+def _nucleus(cumulative: torch.Tensor, top_p: float, index: torch.Tensor, width: int) -> torch.Tensor:
+    """Keep mask over the vocabulary from the cumulative mass of the descending candidates ``index``."""
+    keep_sorted = torch.ones_like(cumulative, dtype=torch.bool)
+    keep_sorted[..., 1:] = cumulative[..., :-1] <= top_p
+    keep = torch.zeros(*cumulative.shape[:-1], width, dtype=torch.bool, device=cumulative.device)
+    return keep.scatter(-1, index, keep_sorted)
 
 
 def draw_exponential_noise(

@@ -24,6 +24,7 @@ from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
 from acestep_serving.worker import stream_from_thread
 from lm_service.describe import DESCRIBE_PHASE, DescribeRequest, Description
+from lm_service.engine import EngineObserver, EngineOptions
 from lm_service.planner import ItemCodes, ItemMetadata, PhaseProgress, PhaseTimes, Planner, PlanRequest
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,45 @@ SERVICE_NAME = "acestep.v1.LanguageModelService"
 _STAGES = {1: gen_pb2.STAGE_LM_PHASE1, 2: gen_pb2.STAGE_LM_PHASE2, DESCRIBE_PHASE: gen_pb2.STAGE_LM_DESCRIBE}
 
 
+ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+
+
 class LMMetrics(ServiceMetrics):
     def __init__(self) -> None:
         super().__init__("lm")
         self.tokens = self.counter("acestep_lm_generated_tokens_total", "Tokens sampled, by phase.", ("phase",))
         self.tokens_per_second = self.gauge("acestep_lm_tokens_per_second", "Decode speed of the last request.")
         self.phase_seconds = self.histogram("acestep_lm_phase_duration_seconds", "Phase wall time.", labels=("phase",))
+        self.batch_rows = self.histogram(
+            "acestep_lm_batch_rows", "KV rows in one decode step (all requests together).", buckets=ROW_BUCKETS
+        )
+        self.kv_usage = self.gauge("acestep_lm_kv_cache_usage_ratio", "Share of the KV cache slots held by rows.")
+        self.queue_seconds = self.histogram(
+            "acestep_lm_queue_time_seconds", "Time a sequence waited for a KV slot before its prefill."
+        )
+        self.first_token_seconds = self.histogram(
+            "acestep_lm_time_to_first_token_seconds", "Submission of a decode (CoT, codes or text) to its first token."
+        )
+        self.kv_usage.labels("lm").set(0)
+
+
+class MetricsObserver(EngineObserver):
+    """Feeds the engine's scheduling events into the LM's Prometheus metrics."""
+
+    def __init__(self, metrics: LMMetrics):
+        self.metrics = metrics
+
+    def decode_step(self, rows: int) -> None:
+        self.metrics.batch_rows.labels("lm").observe(rows)
+
+    def kv_usage(self, ratio: float) -> None:
+        self.metrics.kv_usage.labels("lm").set(ratio)
+
+    def queue_time(self, seconds: float) -> None:
+        self.metrics.queue_seconds.labels("lm").observe(seconds)
+
+    def first_token(self, seconds: float) -> None:
+        self.metrics.first_token_seconds.labels("lm").observe(seconds)
 
 
 def planner_request(request: lm_pb2.PlanRequest, max_batch: int) -> PlanRequest:
@@ -216,13 +250,21 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from acestep_serving.flags import add_flag, add_model_flags, add_server_flags
+    from acestep_serving.flags import add_flag, add_model_flags, add_server_flags, env_default
 
     parser = argparse.ArgumentParser(prog="acestep serve lm", description="ACE-Step 1.5 5 Hz LM planner gRPC service")
     add_server_flags(parser, default_port=50051)
     add_model_flags(parser, default_model="acestep-5Hz-lm-0.6B")
+    # Requests run at once; rows beyond --max-num-seqs wait in the engine for a KV slot.
+    parser.set_defaults(max_concurrency=env_default("max_concurrency", 16), queue_size=env_default("queue_size", 64))
     add_flag(parser, "backend", "torch", "torch (CPU or GPU) or vllm (GPU, optional extra)", choices=["torch", "vllm"])
     add_flag(parser, "gpu-memory-utilization", 0.5, "vllm backend: share of GPU memory for weights + KV cache")
+    add_flag(parser, "max-num-seqs", EngineOptions.max_num_seqs, "torch backend: KV-cache slots, i.e. sequences "
+             "decoding at once across all requests (a song with LM CFG takes two)")
+    add_flag(parser, "max-model-len", EngineOptions.max_model_len, "torch backend: positions per KV slot "
+             "(prompt + generated tokens)")
+    add_flag(parser, "prefill-chunk", EngineOptions.prefill_chunk, "torch backend: prompt tokens per prefill "
+             "chunk; long prompts are prefilled a chunk at a time between decode steps")
     add_flag(parser, "decode-attention", "matmul", "torch backend: decode attention as explicit matmuls or one "
              "fused SDPA kernel (bench/lm.py compares them)", choices=["matmul", "sdpa"])
     return parser
@@ -238,13 +280,20 @@ async def start(args: argparse.Namespace, announce=print):
     servicer = LanguageModelServicer(admission, metrics, max_batch=args.max_batch)
 
     def load(device: str, dtype: torch.dtype) -> None:
+        planner_options = {}
         if args.backend == "vllm":
             options = {"gpu_memory_utilization": args.gpu_memory_utilization}
         else:
             options = {"decode_attention": args.decode_attention}
+            planner_options = {
+                "engine_options": EngineOptions(args.max_num_seqs, args.max_model_len, args.prefill_chunk,
+                                                max(args.prefill_chunk, EngineOptions.prefill_budget)),
+                "engine_observer": MetricsObserver(metrics),
+            }  # fmt: skip
         servicer.planner = Planner.load(
-            Path(args.checkpoints) / args.model, backend=args.backend, device=device, dtype=dtype, **options
-        )
+            Path(args.checkpoints) / args.model, backend=args.backend, device=device, dtype=dtype,
+            planner_options=planner_options, **options,
+        )  # fmt: skip
 
     return await start_model_server(
         args,

@@ -87,6 +87,7 @@ class RunningOrchestrator:
     port: int
     metrics_port: int | None
     backends: Backends
+    metrics: ServiceMetrics
 
     async def stop(self, grace: float = 0.0) -> None:
         await self.server.drain_and_stop(grace)
@@ -96,7 +97,7 @@ class RunningOrchestrator:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from acestep_serving.flags import add_flag, add_server_flags
+    from acestep_serving.flags import add_flag, add_server_flags, env_default
 
     parser = argparse.ArgumentParser(prog="acestep serve orchestrator", description="ACE-Step 1.5 front service")
     add_server_flags(parser, default_port=50050)
@@ -108,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "backend-client-key", "", "PEM private key for --backend-client-cert")
     add_flag(parser, "backend-tls-server-name", "", "name in the LM/DiT certificates when it differs from the address")
     add_flag(parser, "audio-root", "", "folder whose files requests may name by server_path; empty = disabled")
-    parser.set_defaults(max_concurrency=16, queue_size=64)
+    parser.set_defaults(max_concurrency=env_default("max_concurrency", 16), queue_size=env_default("queue_size", 64))
     return parser
 
 
@@ -152,7 +153,7 @@ async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str],
     announce(f"orchestrator: listening on {args.host}:{port} (LM: {', '.join(lm_targets) or 'none'}; "
              f"DiT: {', '.join(dit_targets)})")
     metrics_port = open_side_ports("orchestrator", args, server, metrics, announce)
-    return RunningOrchestrator(server, port, metrics_port, backends)
+    return RunningOrchestrator(server, port, metrics_port, backends, metrics)
 
 
 async def serve(args: argparse.Namespace) -> None:

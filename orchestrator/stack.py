@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestrator_pb2
+from acestep_serving.metrics import merged_registry, serve_metrics
 from acestep_serving.runner import RunningServer
 from orchestrator.pipeline import Backends, generate_events
 from orchestrator.replicas import ReplicaPool
@@ -67,6 +68,7 @@ class Stack:
     dit: RunningServer
     orchestrator: object  # orchestrator.server.RunningOrchestrator
     address: str
+    metrics_port: int | None = None  # one /metrics for all three services (service label tells them apart)
 
     async def stop(self) -> None:
         await self.orchestrator.stop()
@@ -105,10 +107,16 @@ async def start_stack(
         lm = await lm_server.start(lm_args, announce)
     await asyncio.gather(dit.loaded, *([lm.loaded] if lm else []))
     orch_args = build_parser().parse_args([
-        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "-1",
         "--dit", dit.address, "--lm", lm.address if lm else "", *extra_orchestrator_flags])
     orch = await start_orchestrator(orch_args, announce)
-    return Stack(lm, dit, orch, f"127.0.0.1:{orch.port}")
+    stack = Stack(lm, dit, orch, f"127.0.0.1:{orch.port}")
+    if metrics_port >= 0:
+        registries = [orch.metrics.registry, dit.servicer.metrics.registry]
+        registries += [lm.servicer.metrics.registry] if lm else []
+        stack.metrics_port = serve_metrics(merged_registry(registries), metrics_port)
+        announce(f"serve all: metrics of every service on http://127.0.0.1:{stack.metrics_port}/metrics")
+    return stack
 
 
 @asynccontextmanager
@@ -151,7 +159,8 @@ def build_serve_all_parser() -> argparse.ArgumentParser:
     add_flag(parser, "lm-model", DEFAULT_LM_MODEL, "LM folder; 'none' runs without an LM")
     add_flag(parser, "device", "auto", "cpu, cuda or auto")
     add_flag(parser, "dtype", "auto", "float32, bfloat16, float16 or auto")
-    add_flag(parser, "metrics-port", -1, "orchestrator /metrics port; 0 picks one, -1 disables")
+    add_flag(parser, "metrics-port", -1, "/metrics port of all three services (label service=lm|dit|orchestrator);"
+             " 0 picks one, -1 disables")
     add_flag(parser, "log-level", "INFO", "logging level")
     return parser
 

@@ -49,3 +49,34 @@ def test_sampling_follows_tempered_distribution() -> None:
     filtered = sample_from_logits(logits[:4000], 0.25, 0, 0.65, noise[:4000])
     assert set(filtered.tolist()) == {0, 1}
     assert torch.equal(sample_from_logits(logits[:3], 0.0, 0, 0.9, noise[:3]), torch.zeros(3, dtype=torch.long))
+
+
+def _top_p_by_full_sort(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    cumulative = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)
+    keep_sorted = torch.ones_like(cumulative, dtype=torch.bool)
+    keep_sorted[..., 1:] = cumulative[..., :-1] <= top_p
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+
+
+def test_top_p_without_full_sort_keeps_the_same_nucleus() -> None:
+    """A peaked row (nucleus inside the top 1,024) takes the partial path, a flat one the full sort.
+
+    The partial path sums the softmax in vocabulary order, the sort in rank order: the nucleus may
+    differ by the one boundary token whose preceding mass equals p to float rounding, nothing more.
+    """
+    generator = torch.Generator().manual_seed(0)
+    peaked = torch.randn(3, 64001, generator=generator) * 4.0
+    flat = torch.randn(2, 64001, generator=generator) * 0.01
+    for logits in (peaked, flat):
+        probs = torch.softmax(logits, dim=-1)
+        for top_p in (0.5, 0.9, 0.95):
+            kept = ~torch.isinf(apply_top_p(logits, top_p))
+            expected = _top_p_by_full_sort(logits, top_p)
+            for row in range(logits.shape[0]):
+                differing = (kept[row] ^ expected[row]).nonzero().flatten()
+                assert len(differing) <= 1
+                for token in differing.tolist():
+                    mass_before = probs[row][probs[row] > probs[row, token]].sum()
+                    assert abs(float(mass_before) - top_p) < 1e-5
+    assert 1 < int((~torch.isinf(apply_top_p(peaked, 0.9))).sum(-1).max()) < 1024
