@@ -23,6 +23,8 @@
 #                     songs of 1,200 codes, then the transformers generate baseline (static cache + compile)
 #   e2e       ~120 s  bench/e2e.py --device cuda --duration 240 --runs 3: SDK -> orchestrator -> LM + DiT
 #                     over gRPC vs in-process, full-size random weights (target: 240 s song in <= 2 s)
+#   throughput ~200 s bench/throughput.py --device cuda --duration 240 --clients 1 4 16 --lm-songs 16:
+#                     songs/min and latency under concurrency (LM continuous batching, DiT batcher), full size
 #   dit       ~150 s  bench/dit.py --compile (default --vae-mode fused: the fused VAE kernels, never run on a
 #                     GPU yet; it falls back to compile-snake and says so in dit.json "vae_mode")
 #   cuda_tests ~40 s  pytest tests/lm/test_lm_cuda.py (the only CUDA-only tests; vLLM is not installed there)
@@ -42,13 +44,13 @@ OUTDIR=${1:?usage: bash bench/gpu_session.sh OUTDIR}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python3}
 BUDGET=${GPU_SESSION_BUDGET_S:-540}
-STEPS=${GPU_SESSION_STEPS:-"env lm e2e dit cuda_tests lm_compile dit_snake"}
+STEPS=${GPU_SESSION_STEPS:-"env lm e2e throughput dit cuda_tests lm_compile dit_snake"}
 CKPT=${CKPT_DIR:-/tmp/acestep-full}
 RESERVE=25  # seconds kept for timeout's kill grace, the summary and the caller's tar
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 STEPS_TSV="$OUTDIR/steps.tsv"
-for name in env lm ckpt e2e dit cuda_tests lm_compile dit_snake; do rm -f "$OUTDIR/$name.log" "$OUTDIR/$name.json"; done
+for name in env lm ckpt e2e throughput dit cuda_tests lm_compile dit_snake; do rm -f "$OUTDIR/$name.log" "$OUTDIR/$name.json"; done
 rm -f "$OUTDIR/wheels.log" "$OUTDIR/summary.txt"  # a rerun into the same folder must not report stale numbers
 printf 'step\tstatus\trc\tseconds\tlimit_s\n' >"$STEPS_TSV"
 cd "$REPO"
@@ -191,6 +193,8 @@ if wanted e2e; then wait_checkpoint_writer && ckpt_ok=1 || true; fi
 if ((ckpt_ok)); then
     run_step e2e 240 90 "$PY" bench/e2e.py --checkpoints "$CKPT" --device cuda --duration 240 --runs 3 \
         --out "$OUTDIR/e2e.json"
+    run_step throughput 200 120 "$PY" bench/throughput.py --checkpoints "$CKPT" --device cuda --duration 240 \
+        --clients 1 4 16 --lm-songs 16 --lm-flags "--max-num-seqs 32" --out "$OUTDIR/throughput.json"
 elif wanted e2e; then
     printf 'e2e\tskipped (no checkpoints)\t-\t0\t0\n' >>"$STEPS_TSV"
 fi
@@ -251,6 +255,18 @@ if e2e:
           f"gRPC {e2e['grpc_s']:.3f} s ({verdict} the 2 s target), in-process {e2e['in_process_s']:.3f} s, "
           f"ratio {e2e['overhead_ratio']:.3f}; first audio gRPC {e2e['grpc_first_audio_s']:.3f} s, "
           f"in-process {e2e['in_process_first_audio_s']:.3f} s")
+throughput = load("throughput.json")
+if throughput:
+    print(f"\nthroughput ({throughput['device']}, {throughput['duration_s']:.0f} s songs, one song per client):")
+    for row in throughput["end_to_end"]:
+        print(f"  {row['clients']:2d} clients: {row['songs_per_min']:.1f} songs/min "
+              f"({row.get('songs_per_min_vs_one_at_a_time', 0):.2f}x one at a time), p50 {row['p50_latency_s']:.2f} s, "
+              f"p95 {row['p95_latency_s']:.2f} s, first audio p50 {row['p50_first_audio_s']:.2f} s, "
+              f"LM {row['lm_codes_per_s']:.0f} codes/s")
+    for row in throughput["lm_only"]:
+        print(f"  LM only, {row['songs']} songs: concurrent {row['concurrent_s']:.2f} s, one request "
+              f"{row['one_request_s']:.2f} s, in a row {row['sequential_s']:.2f} s; "
+              f"{row['lm_codes_per_s_concurrent']:.0f} codes/s concurrent")
 for name in ("dit.json", "dit_snake.json"):
     dit = load(name)
     if dit:

@@ -2,7 +2,8 @@
 
 0.6B-shaped Qwen3 (28 layers, hidden 1024, 16/8 heads, head_dim 128, MLP 3072) with the real vocabulary
 (217,204), random bf16 weights on the GPU: a ~300-token prompt, then 1,200 audio codes with the CFG
-pair (cond + uncond rows), for 1 and 8 songs. Baseline in the same run: transformers ``generate`` with
+pair (cond + uncond rows), for 1 and 8 songs, through the continuous-batching engine (the songs are
+submitted together, as one request's items). Baseline in the same run: transformers ``generate`` with
 a static cache and torch.compile, no CFG. Outputs are noise: the weights are random.
 
     python bench/lm.py --out lm_bench.json            # GPU, full size; decode attention matmul vs sdpa
@@ -24,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.released import RELEASED_LM
 from lm_service.backends.torch_backend import TorchQwen3Backend
-from lm_service.decoding import SamplingParams, run_phase2
+from lm_service.decoding import SamplingParams
+from lm_service.engine import EngineOptions, GroupSpec, Head, LMEngine
+from lm_service.engine.runner import LockstepBatch
 from lm_service.vocab import TokenTable
 
 REAL_VOCAB = RELEASED_LM["vocab_size"]
@@ -77,18 +80,23 @@ def bench_ours(backend, songs: int, prompt_len: int, codes: int, device: str, se
     gen = torch.Generator().manual_seed(seed)
     cond = torch.randint(0, QWEN_BASE_VOCAB, (prompt_len,), generator=gen).tolist()
     uncond = cond[: prompt_len - 40]  # the negative prompt is shorter (empty CoT)
-    rows = [cond] * songs + [uncond] * songs
     params = SamplingParams(temperature=0.85, top_k=0, top_p=0.9, cfg_scale=2.0)
-    generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(songs)]
+    engine = LMEngine(backend, token_table(), torch.tensor([0]),
+                      EngineOptions(max_num_seqs=max(2, 2 * songs), max_model_len=prompt_len + codes + 8))  # fmt: skip
+    specs = [
+        GroupSpec(cond, torch.Generator(device=device).manual_seed(seed + i), params, codes, head=Head.CODES,
+                  uncond_prompt=uncond, exact_tokens=codes)
+        for i in range(songs)
+    ]  # fmt: skip
     sync(device)
     began = time.perf_counter()
-    session = backend.open_session(rows, codes)
     result = None
-    for kind, value in run_phase2(session, token_table(), generators, params, codes, True, codes, lambda: False):
+    for kind, value in engine.run(specs, lambda: False):
         if kind == "done":
             result = value
     sync(device)
     seconds = time.perf_counter() - began
+    engine.close()
     assert result is not None and all(len(r) == codes for r in result)
     return {"songs": songs, "codes": codes, "seconds_per_song_batch": seconds,
             "tokens_per_s_per_song": codes / seconds, "seconds_per_song": seconds / songs}  # fmt: skip
@@ -111,39 +119,37 @@ def bench_hf_generate(model, songs: int, prompt_len: int, codes: int, device: st
 
 
 def profile_steps(backend, prompt_len: int, device: str, steps: int = 64) -> None:
-    """Where a decode step's time goes: per-step wall time with/without the fused sampler, top kernels."""
+    """Where a decode step's time goes: per-step wall time with/without sampling, top kernels."""
     from torch.profiler import ProfilerActivity, profile
 
-    from lm_service.decoding import NOISE_CHUNK_STEPS
     from lm_service.sampling import cfg_combine, sample_from_logits
 
-    rows = [list(range(1000, 1000 + prompt_len))] * 2
-    session = backend.open_session(rows, 3 * steps + 8)
-    session.set_output_tokens(torch.arange(QWEN_BASE_VOCAB, QWEN_BASE_VOCAB + 64000, device=device))
-    session.prefill()
+    code_ids = torch.arange(QWEN_BASE_VOCAB, QWEN_BASE_VOCAB + 64000, device=device)
+    batch = LockstepBatch(backend, [list(range(1000, 1000 + prompt_len))] * 2, 3 * steps + 16, code_ids)
+    batch.prefill(codes_only=True)
     tokens = torch.zeros(2, dtype=torch.long, device=device)
     noise = torch.rand(1, 64000, device=device) + 0.5
 
-    def sample(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return sample_from_logits(cfg_combine(logits[:1], logits[1:], 2.0), 0.85, 0, 0.9, noise)
+    def step(sampling: bool) -> None:
+        logits = batch.step(tokens, codes_only=True)
+        if sampling:
+            sample_from_logits(cfg_combine(logits[:1], logits[1:], 2.0), 0.85, 0, 0.9, noise)
 
-    for label, fn in (("forward only", None), ("forward+sampling", sample)):
+    for label, sampling in (("forward only", False), ("forward+sampling", True)):
         for _ in range(4):
-            session.step(tokens, noise=noise, sample_fn=fn)
+            step(sampling)
         sync(device)
         began = time.perf_counter()
         for _ in range(steps // 2):
-            session.step(tokens, noise=noise, sample_fn=fn)
+            step(sampling)
         sync(device)
         print(f"{label}: {(time.perf_counter() - began) / (steps // 2) * 1e3:.3f} ms/step", flush=True)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(8):
-            session.step(tokens, noise=noise, sample_fn=sample)
+            step(True)
         sync(device)
     sort_key = "cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort_key, row_limit=25), flush=True)
-    del NOISE_CHUNK_STEPS
-    session.close()
 
 
 def main() -> None:

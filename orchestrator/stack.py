@@ -87,10 +87,12 @@ async def start_stack(
     dit_model: str = DEFAULT_DIT_MODEL, lm_model: str | None = DEFAULT_LM_MODEL, device: str = "auto",
     dtype: str = "auto", metrics_port: int = -1, announce: Callable[[str], None] = print,
     extra_orchestrator_flags: Sequence[str] = (), extra_model_flags: Sequence[str] = (),
+    lm_flags: Sequence[str] = (), dit_flags: Sequence[str] = (),
 ) -> Stack:
     """Start LM (unless ``lm_model`` is None), DiT and orchestrator; return once all serve.
 
-    ``extra_model_flags`` go to both model servers (e.g. their TLS), ``extra_orchestrator_flags`` to the front.
+    ``extra_model_flags`` go to both model servers (e.g. their TLS), ``lm_flags`` / ``dit_flags`` to one
+    (e.g. ``--max-num-seqs``, ``--batch-wait-ms``), ``extra_orchestrator_flags`` to the front.
     """
     from dit_service import server as dit_server
     from lm_service import server as lm_server
@@ -98,12 +100,12 @@ async def start_stack(
 
     root = ensure_checkpoints(checkpoints, announce, dit_model)
     dit_args = dit_server.build_parser().parse_args(
-        [*_common_flags(root, dit_model, device, dtype), "--port", str(dit_port), *extra_model_flags])
+        [*_common_flags(root, dit_model, device, dtype), "--port", str(dit_port), *extra_model_flags, *dit_flags])
     dit = await dit_server.start(dit_args, announce)
     lm = None
     if lm_model is not None:
         lm_args = lm_server.build_parser().parse_args(
-            [*_common_flags(root, lm_model, device, dtype), "--port", str(lm_port), *extra_model_flags])
+            [*_common_flags(root, lm_model, device, dtype), "--port", str(lm_port), *extra_model_flags, *lm_flags])
         lm = await lm_server.start(lm_args, announce)
     await asyncio.gather(dit.loaded, *([lm.loaded] if lm else []))
     orch_args = build_parser().parse_args([

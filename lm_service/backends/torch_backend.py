@@ -1,16 +1,14 @@
-"""Our own Qwen3 decode loop over transformers' ``Qwen3ForCausalLM`` weights.
+"""Our own Qwen3 layer math over transformers' ``Qwen3ForCausalLM`` weights.
 
 Why not ``generate()``: ACE-Step needs CFG pairs (cond + uncond rows sharing each sampled token), a
-per-row state machine and per-row RNGs. A session preallocates one KV cache for all rows of a batch
-(``[layers, rows, kv_heads, capacity, head_dim]``), prompts are left-padded with per-row RoPE positions
-so padding never changes a row's numbers, and on CUDA the one-token decode step is captured once as
-a CUDA graph (static shapes) and replayed.
+per-row state machine and per-row RNGs, and many requests sharing one decode batch. The engine
+(:mod:`lm_service.engine`) schedules rows and owns the KV cache; this module holds the weights, fused
+per layer into few GEMMs, and the two halves of a layer that the engine's model runner calls.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +115,7 @@ def _attention_mlp(
 
 
 class TorchQwen3Backend:
-    """Holds the model; opens one :class:`DecodeSession` per batch and phase."""
+    """Holds the model and its fused layer weights; the engine's runner drives them."""
 
     name = "torch"
 
@@ -165,158 +163,8 @@ class TorchQwen3Backend:
     def head_weight(self) -> torch.Tensor:
         return self.model.get_output_embeddings().weight
 
-    def open_session(self, prompts: list[list[int]], max_new_tokens: int) -> DecodeSession:
-        return DecodeSession(self, prompts, max_new_tokens)
-
     @torch.inference_mode()
     def reference_logits(self, token_ids: list[int]) -> torch.Tensor:
         """Last-position logits of transformers' own forward (used by tests to check our loop)."""
         ids = torch.tensor([token_ids], device=self.device)
         return self.model(input_ids=ids).logits[0, -1].float()
-
-
-class DecodeSession:
-    """KV cache + decode state of one batch of rows; ``close()`` frees the cache."""
-
-    def __init__(self, backend: TorchQwen3Backend, prompts: list[list[int]], max_new_tokens: int):
-        if not prompts or any(len(p) == 0 for p in prompts):
-            raise ValueError("every row needs a non-empty prompt")
-        self.backend = backend
-        device = backend.device
-        self.rows = len(prompts)
-        self.prompt_len = max(len(p) for p in prompts)
-        self.capacity = self.prompt_len + max_new_tokens
-        pads = [self.prompt_len - len(p) for p in prompts]
-        self.pad = torch.tensor(pads, device=device)
-        tokens = torch.zeros(self.rows, self.prompt_len, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            tokens[row, pads[row] :] = torch.tensor(prompt)
-        self.prompt_tokens = tokens.to(device)
-        cache_shape = (backend.num_layers, self.rows, backend.num_kv_heads, self.capacity, backend.head_dim)
-        # Zeros, not empty: masked slots get softmax weight exactly 0, and 0 * NaN would poison rows.
-        self.k_cache = torch.zeros(cache_shape, dtype=backend.dtype, device=device)
-        self.v_cache = torch.zeros(cache_shape, dtype=backend.dtype, device=device)
-        slots = torch.arange(self.capacity, device=device)
-        self.valid = (slots[None, :] >= self.pad[:, None]) & (slots[None, :] < self.prompt_len)
-        self.next_slot = self.prompt_len
-        self.head = backend.head_weight
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._static_tokens = torch.zeros(self.rows, 1, dtype=torch.long, device=device)
-        self._static_slot = torch.zeros(1, dtype=torch.long, device=device)
-        self._static_out: torch.Tensor | None = None
-        self._static_noise: torch.Tensor | None = None
-        self._sample_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-
-    # -- model math ------------------------------------------------------------------------------
-    def _forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor, kv_len: int
-    ) -> torch.Tensor:
-        """Run all layers for ``tokens [rows, T]`` written at cache ``slots [T]``; returns last hidden.
-
-        ``mask`` is boolean ``[rows, 1, T, kv_len]`` (True = attend). Few, fused kernels per layer:
-        one QKV GEMM, one gate/up GEMM, RoPE by roll, grouped decode attention without K/V copies.
-        """
-        backend = self.backend
-        inner = backend.model.model
-        hidden = inner.embed_tokens(tokens)
-        cos, sin = inner.rotary_emb(hidden, positions)
-        cos, sin_signed = _rope_tables(cos, sin)
-        additive = torch.zeros(mask.shape, dtype=hidden.dtype, device=hidden.device).masked_fill_(~mask, float("-inf"))
-        for index, weights in enumerate(backend.layers):
-            q, k, v = backend._qkv_fn(hidden, weights, cos, sin_signed, backend.eps)
-            self.k_cache[index].index_copy_(2, slots, k)
-            self.v_cache[index].index_copy_(2, slots, v)
-            hidden = backend._attn_mlp_fn(
-                hidden,
-                q,
-                self.k_cache[index, :, :, :kv_len],
-                self.v_cache[index, :, :, :kv_len],
-                additive,
-                weights,
-                backend.eps,
-                backend.sdpa_decode,
-            )
-        return F.rms_norm(hidden[:, -1], (hidden.shape[-1],), inner.norm.weight, backend.eps)
-
-    def set_output_tokens(self, token_ids: torch.Tensor | None) -> None:
-        """Compute logits only for ``token_ids`` (e.g. the audio codes in Phase 2); None = full vocab."""
-        weight = self.backend.head_weight
-        self.head = weight if token_ids is None else weight.index_select(0, token_ids.to(weight.device))
-        self._graph = None  # the captured graph baked in the previous head
-
-    @torch.inference_mode()
-    def prefill(self) -> torch.Tensor:
-        """Run the prompts; returns the last position's logits ``[rows, width]``."""
-        length = self.prompt_len
-        positions = (torch.arange(length, device=self.backend.device)[None, :] - self.pad[:, None]).clamp_min(0)
-        causal = torch.ones(length, length, dtype=torch.bool, device=self.backend.device).tril()
-        mask = causal[None] & self.valid[:, None, :length]
-        # Pad query positions attend to themselves only, so they stay finite.
-        mask |= torch.eye(length, dtype=torch.bool, device=self.backend.device)[None]
-        slots = torch.arange(length, device=self.backend.device)
-        hidden = self._forward(self.prompt_tokens, positions, slots, mask[:, None], length)
-        return hidden @ self.head.T
-
-    def _step_math(self, tokens: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-        self.valid.index_fill_(1, slot, True)
-        positions = slot[None, :] - self.pad[:, None]
-        mask = self.valid[:, None, None, :]
-        hidden = self._forward(tokens, positions, slot, mask, self.capacity)
-        return hidden @ self.head.T
-
-    @torch.inference_mode()
-    def step(
-        self,
-        tokens: torch.Tensor,
-        noise: torch.Tensor | None = None,
-        sample_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Append one token per row (``[rows]`` on the device); return the next logits.
-
-        With ``sample_fn(logits, noise) -> tokens`` the sampling is part of the step (and of the CUDA
-        graph), and the sampled tokens are returned instead: no host work or sync per token.
-        """
-        if self.next_slot >= self.capacity:
-            raise RuntimeError("KV cache full")
-        self._static_tokens.copy_(tokens.view(self.rows, 1))
-        self._static_slot.fill_(self.next_slot)
-        self.next_slot += 1
-        if sample_fn is not None:
-            if self._static_noise is None or self._static_noise.shape != noise.shape:
-                self._static_noise = torch.empty_like(noise)
-                self._graph = None
-            self._static_noise.copy_(noise)
-        if sample_fn is not self._sample_fn:
-            self._sample_fn = sample_fn
-            self._graph = None
-        if not self.backend.use_cuda_graphs:
-            return self._step_body()
-        if self._graph is None:
-            self._capture()
-        self._graph.replay()
-        return self._static_out
-
-    def _step_body(self) -> torch.Tensor:
-        logits = self._step_math(self._static_tokens, self._static_slot)
-        if self._sample_fn is None:
-            return logits
-        return self._sample_fn(logits, self._static_noise)
-
-    def _capture(self) -> None:
-        """Warm up on a side stream (this also performs the current step), then capture and replay."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            self._step_body()
-        torch.cuda.current_stream().wait_stream(stream)
-        # The warm-up already wrote this step's K/V; replaying rewrites the same slot with the same values.
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._static_out = self._step_body()
-        self._graph = graph
-
-    def close(self) -> None:
-        """Free the KV cache and the captured graph right away (cancellation, end of phase)."""
-        self._graph = None
-        self._static_out = self._static_noise = None
-        self.k_cache = self.v_cache = None  # type: ignore[assignment]

@@ -29,6 +29,7 @@ import torch
 from acestep_client.errors import Cancelled, InvalidArgument
 
 from ..backends.torch_backend import TorchQwen3Backend
+from ..decoding import PROGRESS_EVERY
 from ..vocab import TokenTable
 from .kv_pool import KVPool
 from .runner import ModelRunner
@@ -37,7 +38,6 @@ from .sequence import GroupSpec, SequenceGroup
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY = 16
 POLL_SECONDS = 0.02
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..backends.torch_backend import TorchQwen3Backend, _rope_tables
 from .kv_pool import KVPool
+from .sequence import Row
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128)
 KV_BUCKET = 256
@@ -108,6 +109,7 @@ class ModelRunner:
         return self._graphs[key]
 
     # -- heads -------------------------------------------------------------------------------------
+    @torch.inference_mode()
     def logits(self, hidden: torch.Tensor, codes_only: bool) -> torch.Tensor:
         return hidden @ (self.code_head if codes_only else self.full_head).T
 
@@ -144,3 +146,35 @@ class _DecodeGraph:
         self.positions[:rows].copy_(positions)
         self.graph.replay()
         return self.out[:rows]
+
+
+class LockstepBatch:
+    """Rows prefilled, then decoded one token per step together: the engine's math without its
+    scheduler, for numerics checks (tests) and step profiling (``bench/lm.py``)."""
+
+    def __init__(self, backend: TorchQwen3Backend, prompts: list[list[int]], max_new_tokens: int,
+                 code_ids: torch.Tensor | None = None):  # fmt: skip
+        capacity = max(len(p) for p in prompts) + max_new_tokens
+        self.pool = KVPool(backend.num_layers, len(prompts), backend.num_kv_heads, capacity, backend.head_dim,
+                           backend.dtype, backend.device)  # fmt: skip
+        self.runner = ModelRunner(backend, self.pool, code_ids if code_ids is not None else torch.tensor([0]))
+        self.rows = [Row(list(prompt)) for prompt in prompts]
+
+    def prefill(self, codes_only: bool = False) -> torch.Tensor:
+        """Logits after each row's prompt, ``[rows, width]``."""
+        hidden = []
+        for row in self.rows:
+            self.pool.allocate(row)
+            hidden.append(self.runner.prefill(row.slot, row.prompt, 0))
+            row.length = len(row.prompt)
+        for row in self.rows:
+            self.pool.promote(row)
+        return self.runner.logits(torch.stack(hidden), codes_only)
+
+    def step(self, tokens: torch.Tensor, codes_only: bool = False) -> torch.Tensor:
+        """Append ``tokens [rows]``; returns the next logits."""
+        positions = torch.tensor([row.length for row in self.rows], device=self.runner.device)
+        hidden = self.runner.decode(tokens.to(self.runner.device), positions)
+        for row in self.rows:
+            row.length += 1
+        return self.runner.logits(hidden, codes_only)

@@ -97,6 +97,11 @@ case "$1" in
   bench/e2e.py)
     echo '{"device": "cuda", "dtype": "torch.bfloat16", "duration_s": 240.0, "runs": 3, "in_process_s": 4.5,
       "grpc_s": 4.7, "in_process_first_audio_s": 4.2, "grpc_first_audio_s": 4.3, "overhead_ratio": 1.04}' >"$out" ;;
+  bench/throughput.py)
+    echo '{"device": "cuda", "duration_s": 240.0, "end_to_end": [{"clients": 16, "songs_per_min": 96.0,
+      "songs_per_min_vs_one_at_a_time": 4.8, "p50_latency_s": 8.1, "p95_latency_s": 9.9, "p50_first_audio_s": 7.0,
+      "lm_codes_per_s": 1920.0}], "lm_only": [{"songs": 16, "concurrent_s": 5.0, "one_request_s": 4.6,
+      "sequential_s": 40.0, "lm_codes_per_s_concurrent": 3840.0}]}' >"$out" ;;
   bench/dit.py)
     echo '{"device": "NVIDIA H100 80GB HBM3", "compile": true, "vae_mode": "fused", "init_seconds": 20.0,
       "results": [{"batch": 1, "dit_8_steps_s": 0.17, "vae_decode_s": 0.3, "time_to_first_window_s": 0.19,
@@ -137,7 +142,8 @@ def test_gpu_session_runs_every_step_and_summarises(tmp_path: Path) -> None:
     status = steps(out)
     assert status["env"] == "failed"  # no CUDA here: reported, and the session goes on
     assert {k: v for k, v in status.items() if k != "env"} == {
-        "lm": "ok", "ckpt": "ok", "e2e": "ok", "dit": "ok", "cuda_tests": "ok", "lm_compile": "ok", "dit_snake": "ok",
+        "lm": "ok", "ckpt": "ok", "e2e": "ok", "throughput": "ok", "dit": "ok", "cuda_tests": "ok", "lm_compile": "ok",
+        "dit_snake": "ok",
     }  # fmt: skip
     summary = (out / "summary.txt").read_text()
     assert summary in result.stdout
@@ -146,6 +152,7 @@ def test_gpu_session_runs_every_step_and_summarises(tmp_path: Path) -> None:
     assert "ours [cuda_graphs+compile]" in summary and "HF generate songs=1: ERROR RuntimeError" in summary
     assert "vae_mode=fused" in summary and "cuda tests: 3 passed" in summary
     assert "7.66 GB written in 61.5 s" in summary
+    assert "16 clients: 96.0 songs/min (4.80x one at a time)" in summary and "3840 codes/s concurrent" in summary
 
 
 @needs_tools

@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 
 from lm_service.backends.torch_backend import TorchQwen3Backend
+from lm_service.engine.runner import LockstepBatch
 from lm_service.tiny_checkpoint import QWEN3_ADDED_TOKENS, write_tiny_lm_checkpoint
 
 
@@ -46,14 +47,25 @@ def test_tiny_checkpoint_is_reproducible(tmp_path, tiny_lm_dir) -> None:
 @pytest.mark.parametrize("decode_attention", ["matmul", "sdpa"])
 def test_decode_loop_matches_transformers_forward(planner, decode_attention: str) -> None:
     backend = TorchQwen3Backend(planner.backend.model, planner.backend.device, decode_attention=decode_attention)
-    prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14]]  # different lengths: left padding must not matter
-    session = backend.open_session(prompts, 4)
-    logits = session.prefill()
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14]]  # different lengths: each row has its own positions
+    batch = LockstepBatch(backend, prompts, 4)
+    logits = batch.prefill()
     for row, prompt in enumerate(prompts):
         assert torch.allclose(logits[row], backend.reference_logits(prompt), atol=1e-4)
-    session.step(torch.tensor([20, 21]))
-    logits = session.step(torch.tensor([22, 23]))
+    batch.step(torch.tensor([20, 21]))
+    logits = batch.step(torch.tensor([22, 23]))
     for row, prompt in enumerate(prompts):
         assert torch.allclose(logits[row], backend.reference_logits([*prompt, 20 + row, 22 + row]), atol=1e-4)
-    session.close()
-    assert session.k_cache is None
+
+
+def test_chunked_prefill_matches_transformers_forward(planner) -> None:
+    """A prompt prefilled a few tokens at a time gives the same logits as one forward over it."""
+    backend = planner.backend
+    prompt = list(range(30, 53))
+    batch = LockstepBatch(backend, [prompt], 2)
+    row = batch.rows[0]
+    batch.pool.allocate(row)
+    for start in range(0, len(prompt), 5):
+        hidden = batch.runner.prefill(row.slot, prompt[start : start + 5], start)
+    logits = batch.runner.logits(hidden[None], codes_only=False)[0]
+    assert torch.allclose(logits, backend.reference_logits(prompt), atol=1e-4)

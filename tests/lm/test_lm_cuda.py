@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lm_service.engine.runner import LockstepBatch
 from lm_service.planner import ItemCodes, ItemMetadata, Planner, PlanRequest
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -33,14 +34,13 @@ def test_session_logits_match_transformers_forward(tiny_lm_dir, planner_options,
                         decode_attention=decode_attention)  # fmt: skip
     backend = fp32.backend
     prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14]]
-    session = backend.open_session(prompts, 4)
-    logits = session.prefill()
-    session.step(torch.tensor([20, 21], device="cuda"))
-    logits = session.step(torch.tensor([22, 23], device="cuda"))
+    batch = LockstepBatch(backend, prompts, 4)
+    batch.prefill()
+    batch.step(torch.tensor([20, 21], device="cuda"))
+    logits = batch.step(torch.tensor([22, 23], device="cuda"))
     for row, prompt in enumerate(prompts):
         expected = backend.reference_logits([*prompt, 20 + row, 22 + row])
         assert torch.allclose(logits[row].float(), expected, atol=2e-3, rtol=1e-3)
-    session.close()
 
 
 def test_cuda_graph_replay_equals_eager(gpu_planner: Planner) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lm_service.decoding import SamplingParams, _guided
+from lm_service.engine.runner import LockstepBatch
 from lm_service.sampling import apply_top_k, apply_top_p, cfg_combine, draw_exponential_noise, sample_from_logits
 
 
@@ -12,12 +12,10 @@ def test_cfg_equals_direct_formula(planner) -> None:
     backend = planner.backend
     cond = planner.tokenizer.encode("# Caption\nrock\n", add_special_tokens=False)
     uncond = planner.tokenizer.encode("# Lyric\n", add_special_tokens=False)
-    session = backend.open_session([cond, uncond], 2)
-    logits = session.prefill()
-    session.close()
+    logits = LockstepBatch(backend, [cond, uncond], 2).prefill()
     c, u = backend.reference_logits(cond), backend.reference_logits(uncond)
     expected = u + 2.5 * (c - u)
-    combined = _guided(logits, 1, SamplingParams(0.85, 0, 0.9, 2.5))[0]
+    combined = cfg_combine(logits[0], logits[1], 2.5)
     assert torch.allclose(combined, expected, atol=1e-3)
     # On the very same logits the combination is exactly the formula, in fp32.
     direct = logits[1].float() + 2.5 * (logits[0].float() - logits[1].float())

@@ -20,7 +20,8 @@ from lm_service.backends.vllm_processor import (
 )
 from lm_service.constraints import CotStateMachine, TokenRule
 from lm_service.cot import parse_cot
-from lm_service.decoding import SamplingParams, codes_from_tokens, run_phase1
+from lm_service.decoding import SamplingParams, codes_from_tokens
+from lm_service.engine.runner import LockstepBatch
 from lm_service.planner import ItemCodes, ItemMetadata, PhaseProgress, Planner, PlanRequest
 from lm_service.sampling import apply_top_k, apply_top_p, draw_exponential_noise, sample_from_logits
 
@@ -284,7 +285,7 @@ def _phase1_like_vllm(planner, rows, machines, seeds, params) -> list[list[int]]
     model's logits, and a sampler that only applies temperature (vLLM's part)."""
     registry = RequestRegistry()
     core = ConstraintCore(registry)
-    session = planner.backend.open_session(rows, planner.max_new_tokens)
+    session = LockstepBatch(planner.backend, rows, planner.max_new_tokens)
     outputs: list[list[int]] = [[] for _ in rows]
     batch = list(range(len(rows)))  # batch row -> item
     for row, item in enumerate(batch):
@@ -309,7 +310,6 @@ def _phase1_like_vllm(planner, rows, machines, seeds, params) -> list[list[int]]
             break
         feed = [out[-1] if out[-1] not in stops else planner.table.eos_id for out in outputs]
         logits = session.step(torch.tensor(feed))
-    session.close()
     return outputs
 
 
@@ -324,11 +324,7 @@ def test_core_reproduces_torch_backend_tokens(planner: Planner, constrained: boo
     def machines() -> list[CotStateMachine] | None:
         return [machine(planner, **user) for user in users] if constrained else None
 
-    torch_run = run_phase1(
-        planner.backend.open_session(rows, planner.max_new_tokens), machines(), planner.table,
-        [torch.Generator().manual_seed(s) for s in seeds], PARAMS, planner.max_new_tokens, lambda: False,
-        planner.cot_vocab.caption_block_tensor,
-    )  # fmt: skip
+    torch_run = planner.decode_text(rows, machines(), seeds, PARAMS, lambda: False)
     expected = next(value for kind, value in torch_run if kind == "done")
     assert _phase1_like_vllm(planner, rows, machines(), seeds, PARAMS) == expected
     if constrained:
