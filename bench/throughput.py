@@ -105,7 +105,8 @@ async def main_async(args) -> dict:
     stack = await start_stack(root, device=args.device, dtype=args.dtype, announce=lambda line: None,
                               lm_flags=args.lm_flags.split(), dit_flags=args.dit_flags.split())  # fmt: skip
     report: dict = {"device": args.device, "duration_s": args.duration, "checkpoints": str(root),
-                    "lm_flags": args.lm_flags, "dit_flags": args.dit_flags, "end_to_end": [], "lm_only": []}  # fmt: skip
+                    "lm_flags": args.lm_flags, "dit_flags": args.dit_flags,
+                    "end_to_end": [], "lm_only": []}  # fmt: skip
     try:
         await one_song(stack.address, 0, 10.0)  # warm up every path
         for clients in args.clients:
