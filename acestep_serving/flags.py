@@ -33,12 +33,14 @@ def add_flag(parser: argparse.ArgumentParser, name: str, default: Any, help_text
     )
 
 
-def add_server_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
+def add_server_flags(
+    parser: argparse.ArgumentParser, default_port: int, max_concurrency: int = 1, queue_size: int = 16
+) -> None:
     add_flag(parser, "host", "127.0.0.1", "address to listen on; 0.0.0.0 in containers")
     add_flag(parser, "port", default_port, "gRPC port; 0 picks a free port and prints it")
     add_flag(parser, "metrics-port", -1, "Prometheus /metrics port; 0 picks one, -1 disables")
-    add_flag(parser, "queue-size", 16, "requests that may wait for a slot before RESOURCE_EXHAUSTED")
-    add_flag(parser, "max-concurrency", 1, "requests running at once")
+    add_flag(parser, "queue-size", queue_size, "requests that may wait for a slot before RESOURCE_EXHAUSTED")
+    add_flag(parser, "max-concurrency", max_concurrency, "requests running at once")
     add_flag(parser, "max-message-mb", 64, "largest gRPC message accepted or sent, MiB")
     add_flag(parser, "tls-cert", "", "PEM certificate chain; enables TLS")
     add_flag(parser, "tls-key", "", "PEM private key for --tls-cert")

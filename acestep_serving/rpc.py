@@ -1,7 +1,8 @@
 """The life of one server-streaming RPC, shared by every servicer.
 
 Validation runs before a slot is taken (bad input never waits in the queue); every failure ends
-as a gRPC status and is counted under it; accelerator memory is released however the call ends.
+as a gRPC status and is counted under it; accelerator memory is released however the call ends, once
+no other request is running.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ async def guarded_stream(
         except Exception as exc:  # every failure becomes a status
             await abort_with(context, exc, outcome)
         finally:
-            release_accelerator_memory()
+            if admission.running == 0:  # emptying the cache under other running requests would stall them
+                release_accelerator_memory()
             on_done(outcome["code"])
 
 

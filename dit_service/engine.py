@@ -2,6 +2,8 @@
 
 ``synthesize`` is a generator of events (step progress, audio windows, item done, time costs) so a
 server can stream audio while later windows are still being decoded, and cancel between steps.
+Requests may run concurrently, one thread each: their DiT forwards and VAE window decodes go through
+the engine's :class:`ForwardBatcher`, which merges compatible calls into one forward.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from acestep_client.errors import FailedPrecondition, InvalidArgument
 
+from .batch_ops import DiTCall, run_dit, run_vae, vae_key
+from .batcher import BatchOp, BatchSession, ForwardBatcher
 from .loading import LoadedCheckpoint, load_checkpoint
 from .model.text_encoder import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS
 from .model.vae import encode_audio_to_latents, vae_hop
@@ -131,7 +136,14 @@ def _check_audio(name: str, wav: torch.Tensor | None) -> None:
 class DiTEngine:
     sample_rate: int = 48000
 
-    def __init__(self, loaded: LoadedCheckpoint, variant: str, device: str, dtype: torch.dtype):
+    def __init__(
+        self,
+        loaded: LoadedCheckpoint,
+        variant: str,
+        device: str,
+        dtype: torch.dtype,
+        batcher: ForwardBatcher | None = None,
+    ):
         self.loaded = loaded
         self.variant = variant
         self.device = torch.device(device)
@@ -145,6 +157,10 @@ class DiTEngine:
         self.sample_rate = int(getattr(self.vae.config, "sampling_rate", 48000))
         self.hop = vae_hop(self.vae)
         self.codebook_size = self.model.tokenizer.quantizer.codebook_size
+        # Without a window (the default) a lone request runs as if unbatched; servers pass a few ms.
+        self.batcher = batcher or ForwardBatcher()
+        self._dit_op = BatchOp("dit", partial(run_dit, self.model.decoder))
+        self._vae_op = BatchOp("vae", partial(run_vae, self.vae))
 
     @classmethod
     def load(
@@ -154,10 +170,11 @@ class DiTEngine:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         compile_kernels: bool = False,
+        batcher: ForwardBatcher | None = None,
     ) -> DiTEngine:
         """Load a released-layout checkpoint root; ``compile_kernels`` torch.compiles DiT layers and Snake (GPU)."""
         loaded = load_checkpoint(checkpoints, variant, device, dtype, compile_kernels)
-        return cls(loaded, variant, device, dtype)
+        return cls(loaded, variant, device, dtype, batcher)
 
     @property
     def latent_channels(self) -> int:
@@ -333,14 +350,24 @@ class DiTEngine:
     def sample_latents(self, req: SynthesisRequest, should_stop: Callable[[], bool] = lambda: False) -> torch.Tensor:
         """Run conditioning + sampling only and return the final latents [B, L, C] (numerics comparisons)."""
         self.validate(req)
-        run = self._diffuse(req, should_stop)
-        while True:
-            try:
-                next(run)
-            except StopIteration as done:
-                return done.value[0]
+        with self.batcher.session(should_stop) as session:
+            run = self._diffuse(req, session)
+            while True:
+                try:
+                    next(run)
+                except StopIteration as done:
+                    return done.value[0]
 
-    def _diffuse(self, req: SynthesisRequest, should_stop: Callable[[], bool]):
+    def _forward(self, session: BatchSession, x, t, context, cross_kv) -> torch.Tensor:
+        """``decoder(x, t, context, cross_kv)`` through the batcher (maybe merged with other requests' rows)."""
+        call = DiTCall(x, t, context, cross_kv)
+        return session.submit(self._dit_op, call.key(), call.rows, call)
+
+    def _decode_window(self, session: BatchSession, latents: torch.Tensor) -> torch.Tensor:
+        """One VAE window through the batcher."""
+        return session.submit(self._vae_op, vae_key(latents), latents.shape[0], latents)
+
+    def _diffuse(self, req: SynthesisRequest, session: BatchSession):
         """Generator of StepProgress; returns (latents [B, L, C], encoder seconds, diffusion seconds)."""
         start = time.perf_counter()
         plan = build_task_plan(
@@ -355,6 +382,8 @@ class DiTEngine:
         encoder_hidden = self._encoder_states(plan, req, instructions)
         context = self._context(plan)
         decoder = self.model.decoder
+        should_stop = session.should_stop
+        # Conditions are computed per request, alone: merging happens only at the decoder forward.
         cross_kv = decoder.precompute_cross_kv(encoder_hidden)
 
         use_cfg = not self.is_turbo and req.guidance_scale > 1.0
@@ -378,9 +407,9 @@ class DiTEngine:
             if non_cover is not None and step >= cover_steps:
                 kv, kv_cfg, ctx = non_cover
             if guided:
-                v = decoder(torch.cat([x, x]), torch.cat([t, t]), torch.cat([ctx, ctx]), kv_cfg)
+                v = self._forward(session, torch.cat([x, x]), torch.cat([t, t]), torch.cat([ctx, ctx]), kv_cfg)
                 return v.chunk(2)
-            return decoder(x, t, ctx, kv)
+            return self._forward(session, x, t, ctx, kv)
 
         noise = self._noise(req, plan.length)
         post_step = self._repaint_injection(plan, noise, total_steps)
@@ -412,15 +441,23 @@ class DiTEngine:
         return latents, encoder_time, time.perf_counter() - start_diffusion
 
     def _synthesize(self, req: SynthesisRequest, should_stop: Callable[[], bool]):
+        # One batcher session for the request's whole life: the batcher starts a merged forward early
+        # only once every open session has a call waiting.
+        with self.batcher.session(should_stop) as session:
+            yield from self._synthesize_in(req, session)
+
+    def _synthesize_in(self, req: SynthesisRequest, session: BatchSession):
+        should_stop = session.should_stop
         start_total = time.perf_counter()
         batch = len(req.seeds)
-        latents, encoder_time, diffusion_time = yield from self._diffuse(req, should_stop)
+        latents, encoder_time, diffusion_time = yield from self._diffuse(req, session)
         length = latents.shape[1]
         total_steps = 8 if self.is_turbo else req.inference_steps
         start_vae = time.perf_counter()
         peaks = torch.zeros(batch, dtype=torch.float64)
         energy = torch.zeros(batch, dtype=torch.float64)
-        for start_sample, audio in iter_decoded_windows(self.vae, latents, self.hop, should_stop):
+        decode = partial(self._decode_window, session)
+        for start_sample, audio in iter_decoded_windows(self.vae, latents, self.hop, should_stop, decode=decode):
             audio_cpu = audio.cpu()
             peaks = torch.maximum(peaks, audio_cpu.abs().amax(dim=(1, 2)).double())
             energy += audio_cpu.double().square().sum(dim=(1, 2))

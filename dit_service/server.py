@@ -28,6 +28,7 @@ from acestep_serving.errors import Unavailable, abort_with
 from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
 from acestep_serving.worker import stream_from_thread
+from dit_service.batcher import BatchInfo, ForwardBatcher
 from dit_service.engine import AudioWindow, DiTEngine, ItemDone, StepProgress, SynthesisRequest, TimeCosts
 from dit_service.tasks import clamp_codes, parse_audio_codes
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "acestep.v1.DiffusionService"
 DEFAULT_CHUNK_FRAMES = 131_072  # 1 MiB of stereo float32 per chunk: well under the 4 MiB limit
 MAX_CHUNK_FRAMES = 262_144
+BATCH_ITEM_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 
 
 class DiTMetrics(ServiceMetrics):
@@ -48,6 +50,29 @@ class DiTMetrics(ServiceMetrics):
         )
         self.audio_seconds = self.counter("acestep_dit_audio_seconds_total", "Seconds of audio produced.")
         self.batch_size = self.histogram("acestep_dit_batch_size", "Items per request.", buckets=(1, 2, 3, 4, 6, 8))
+        self.batch_items = self.histogram(
+            "acestep_dit_batch_items",
+            "Rows per DiT forward, merged across concurrent requests (CFG halves count as rows).",
+            buckets=BATCH_ITEM_BUCKETS,
+        )
+        self.vae_batch_items = self.histogram(
+            "acestep_dit_vae_batch_items", "Items per VAE window decode, merged across requests.",
+            buckets=BATCH_ITEM_BUCKETS,
+        )
+        self.queue_seconds = self.histogram(
+            "acestep_dit_queue_time_seconds", "Time a request waited for an admission slot."
+        )
+        # Present from startup, like the load gauges: dashboards should not wait for the first request.
+        for histogram in (self.batch_items, self.vae_batch_items, self.queue_seconds):
+            histogram.labels(self.service)
+
+    def observe_batch(self, info: BatchInfo) -> None:
+        """The engine's batcher observer (called on its worker thread after every merged forward)."""
+        target = self.batch_items if info.kind == "dit" else self.vae_batch_items
+        target.labels(self.service).observe(info.rows)
+
+    def observe_queue_time(self, seconds: float) -> None:
+        self.queue_seconds.labels(self.service).observe(seconds)
 
 
 def _latents_from_proto(encoded: gen_pb2.EncodedAudio, field: str) -> torch.Tensor | None:
@@ -217,11 +242,15 @@ def _chunks(window: AudioWindow, chunk_frames: int) -> Iterator[dit_pb2.Synthesi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from acestep_serving.flags import add_model_flags, add_server_flags
+    from acestep_serving.flags import add_flag, add_model_flags, add_server_flags
 
     parser = argparse.ArgumentParser(prog="acestep serve dit", description="ACE-Step 1.5 DiT + VAE gRPC service")
-    add_server_flags(parser, default_port=50052)
+    add_server_flags(parser, default_port=50052, max_concurrency=8)
     add_model_flags(parser, default_model="acestep-v15-turbo")
+    add_flag(parser, "batch-wait-ms", 5.0, "how long a DiT/VAE forward waits for compatible forwards of other "
+             "running requests to merge with; it starts at once when every running request is waiting")
+    add_flag(parser, "max-batch-items", 16, "most rows (items, CFG halves counted) in one merged forward; "
+             "a single larger request still runs")
     return parser
 
 
@@ -230,13 +259,18 @@ async def start(args: argparse.Namespace, announce=print):
     from acestep_serving.runner import start_model_server
 
     metrics = DiTMetrics()
-    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed)
+    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.observe_queue_time)
+    # Built before loading so bad values fail at once; each admitted request runs in its own executor thread
+    # and the batcher merges their forwards.
+    batcher = ForwardBatcher(args.batch_wait_ms, args.max_batch_items, observer=metrics.observe_batch)
     servicer = DiffusionServicer(
         admission, metrics, max_batch=args.max_batch, max_upload_bytes=int(args.max_message_mb * 1024 * 1024)
     )
 
     def load(device: str, dtype: torch.dtype) -> None:
-        servicer.engine = DiTEngine.load(args.checkpoints, variant=args.model, device=device, dtype=dtype)
+        servicer.engine = DiTEngine.load(
+            args.checkpoints, variant=args.model, device=device, dtype=dtype, batcher=batcher
+        )
 
     return await start_model_server(
         args,

@@ -250,13 +250,12 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from acestep_serving.flags import add_flag, add_model_flags, add_server_flags, env_default
+    from acestep_serving.flags import add_flag, add_model_flags, add_server_flags
 
     parser = argparse.ArgumentParser(prog="acestep serve lm", description="ACE-Step 1.5 5 Hz LM planner gRPC service")
-    add_server_flags(parser, default_port=50051)
+    # Requests run at once (each on its own thread); their rows beyond --max-num-seqs wait in the engine.
+    add_server_flags(parser, default_port=50051, max_concurrency=16, queue_size=64)
     add_model_flags(parser, default_model="acestep-5Hz-lm-0.6B")
-    # Requests run at once; rows beyond --max-num-seqs wait in the engine for a KV slot.
-    parser.set_defaults(max_concurrency=env_default("max_concurrency", 16), queue_size=env_default("queue_size", 64))
     add_flag(parser, "backend", "torch", "torch (CPU or GPU) or vllm (GPU, optional extra)", choices=["torch", "vllm"])
     add_flag(parser, "gpu-memory-utilization", 0.5, "vllm backend: share of GPU memory for weights + KV cache")
     add_flag(parser, "max-num-seqs", EngineOptions.max_num_seqs, "torch backend: KV-cache slots, i.e. sequences "

@@ -97,10 +97,10 @@ class RunningOrchestrator:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from acestep_serving.flags import add_flag, add_server_flags, env_default
+    from acestep_serving.flags import add_flag, add_server_flags
 
     parser = argparse.ArgumentParser(prog="acestep serve orchestrator", description="ACE-Step 1.5 front service")
-    add_server_flags(parser, default_port=50050)
+    add_server_flags(parser, default_port=50050, max_concurrency=16, queue_size=64)
     add_flag(parser, "lm", "", "LM service address(es): host:port[,host:port...] or dns:///name:port; empty = none")
     add_flag(parser, "dit", "127.0.0.1:50052", "DiT service address(es): host:port[,host:port...] or dns:///name:port")
     add_flag(parser, "backend-api-key", "", "x-api-key sent to the LM and DiT services")
@@ -109,7 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "backend-client-key", "", "PEM private key for --backend-client-cert")
     add_flag(parser, "backend-tls-server-name", "", "name in the LM/DiT certificates when it differs from the address")
     add_flag(parser, "audio-root", "", "folder whose files requests may name by server_path; empty = disabled")
-    parser.set_defaults(max_concurrency=env_default("max_concurrency", 16), queue_size=env_default("queue_size", 64))
     return parser
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import AceStepConfig
-from .layers import MLP, Attention, RMSNorm, RotaryEmbedding, build_attention_mask
+from .layers import MLP, Attention, GroupedKV, RMSNorm, RotaryEmbedding, build_attention_mask
 
 
 class Transpose(nn.Module):
@@ -64,7 +64,7 @@ class DiTLayer(nn.Module):
         modulation: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         masks: dict[int | None, torch.Tensor | None],
-        cross_kv: tuple[torch.Tensor, torch.Tensor],
+        cross_kv: tuple[torch.Tensor, torch.Tensor] | GroupedKV,
     ) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table + modulation).chunk(6, dim=1)
         dtype = hidden.dtype
@@ -109,13 +109,20 @@ class DiTModel(nn.Module):
         x_t: torch.Tensor,
         t: torch.Tensor,
         context_latents: torch.Tensor,
-        cross_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | list[GroupedKV],
         r: torch.Tensor | None = None,
+        row_groups: list[int] | None = None,
     ) -> torch.Tensor:
-        """x_t [B, T, C], t [B], context [B, T, 2C] → v [B, T, C]. Padding masks are never applied (as released)."""
+        """x_t [B, T, C], t [B], context [B, T, 2C] → v [B, T, C]. Padding masks are never applied (as released).
+
+        Batches merged from several requests (see ``batch_ops``) pass per-layer :class:`GroupedKV` (each
+        request attends to its own keys) and ``row_groups`` (rows per request): the timestep MLPs and the
+        patchify convolutions then run per request, because CPU kernels round a lone row differently
+        (matrix-vector paths), so every request gets exactly the numbers it gets alone.
+        """
         r = t if r is None else r
-        temb_t, proj_t = self.time_embed(t)
-        temb_r, proj_r = self.time_embed_r(t - r)
+        temb_t, proj_t = _by_rows(self.time_embed, t, row_groups)
+        temb_r, proj_r = _by_rows(self.time_embed_r, t - r, row_groups)
         temb, modulation = temb_t + temb_r, proj_t + proj_r
 
         length = x_t.shape[1]
@@ -123,7 +130,7 @@ class DiTModel(nn.Module):
         pad = (-length) % self.patch_size
         if pad:
             hidden = F.pad(hidden, (0, 0, 0, pad))
-        hidden = self.proj_in(hidden)
+        hidden = _by_rows(self.proj_in, hidden, row_groups)
         tokens = hidden.shape[1]
         rope = self.rotary_emb(tokens, hidden.dtype)
         windows = {layer.sliding_window for layer in self.layers}
@@ -132,4 +139,23 @@ class DiTModel(nn.Module):
             hidden = layer(hidden, modulation, rope, masks, kv)
         shift, scale = (self.scale_shift_table + temb[:, None, :]).chunk(2, dim=1)
         hidden = (self.norm_out(hidden) * (1 + scale) + shift).to(hidden.dtype)
-        return self.proj_out(hidden)[:, :length]
+        return _by_rows(self.proj_out, hidden, row_groups)[:, :length]
+
+
+def _by_rows(module: nn.Module, x: torch.Tensor, groups: list[int] | None):
+    """``module(x)``, computed per group of rows when groups are given (outputs concatenated back)."""
+    if groups is None or len(groups) <= 1:
+        return module(x)
+    parts = [module(part) for part in x.split(groups)]
+    if isinstance(parts[0], tuple):
+        return tuple(_cat_rows(outputs) for outputs in zip(*parts, strict=True))
+    return _cat_rows(parts)
+
+
+def _cat_rows(parts) -> torch.Tensor:
+    """``torch.cat`` along rows that keeps the parts' memory layout: the patchify output is a transposed view,
+    and the GEMMs after it round differently on a contiguous copy."""
+    strides = parts[0].stride()
+    order = [0, *sorted(range(1, parts[0].dim()), key=lambda dim: -strides[dim])]
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return torch.cat([part.permute(order) for part in parts]).permute(inverse)

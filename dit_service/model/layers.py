@@ -144,20 +144,23 @@ class Attention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         kv_source: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
-        cached_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cached_kv: tuple[torch.Tensor, torch.Tensor] | GroupedKV | None = None,
     ) -> torch.Tensor:
         batch, length, _ = hidden.shape
         q = self.q_norm(self.q_proj(hidden).view(batch, length, self.num_heads, self.head_dim)).transpose(1, 2)
         if rope is not None:
             q = apply_rope(q, *rope)
-        if cached_kv is not None:
-            k, v = cached_kv
+        if isinstance(cached_kv, GroupedKV):
+            out = cached_kv.attend(q)
         else:
-            k, v = self.project_kv(hidden if kv_source is None else kv_source, rope if kv_source is None else None)
-        if isinstance(attn_mask, SlidingWindow):
-            out = banded_attention(q, k, v, attn_mask.window, attn_mask.block_mask)
-        else:
-            out = grouped_attention(q, k, v, attn_mask)
+            if cached_kv is not None:
+                k, v = cached_kv
+            else:
+                k, v = self.project_kv(hidden if kv_source is None else kv_source, rope if kv_source is None else None)
+            if isinstance(attn_mask, SlidingWindow):
+                out = banded_attention(q, k, v, attn_mask.window, attn_mask.block_mask)
+            else:
+                out = grouped_attention(q, k, v, attn_mask)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
 
 
@@ -216,6 +219,23 @@ def banded_attention(
         block_mask = band_block_mask(length, window, q.device)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=block_mask)
     return out.reshape(batch, heads, padded, dim)[:, :, :length]
+
+
+class GroupedKV:
+    """Cached cross-attention K/V of several requests merged into one batch, kept apart.
+
+    Query rows ``rows[i]`` attend only to ``kv[i]``, that request's own keys at their own length. Padding
+    them to one length would change a request's audio (the released DiT masks no cross-attention key),
+    and even masked padding changes the rounding of the softmax sums; separate attention calls change nothing.
+    """
+
+    def __init__(self, rows: list[int], kv: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.rows = rows
+        self.kv = kv
+
+    def attend(self, q: torch.Tensor) -> torch.Tensor:
+        parts = q.split(self.rows)
+        return torch.cat([grouped_attention(part, k, v, None) for part, (k, v) in zip(parts, self.kv, strict=True)])
 
 
 class SlidingWindow:

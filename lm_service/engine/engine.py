@@ -48,7 +48,6 @@ class EngineObserver:
     def kv_usage(self, ratio: float) -> None: ...
     def queue_time(self, seconds: float) -> None: ...
     def first_token(self, seconds: float) -> None: ...
-    def tokens(self, count: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -116,6 +115,8 @@ class LMEngine:
     # -- public ------------------------------------------------------------------------------------
     def submit(self, specs: list[GroupSpec]) -> RequestHandle:
         for spec in specs:
+            if not spec.prompt or (spec.uncond_prompt is not None and not spec.uncond_prompt):
+                raise ValueError("every sequence needs a non-empty prompt")
             needed = max(len(spec.prompt), len(spec.uncond_prompt or ())) + (spec.exact_tokens or spec.max_new_tokens)
             if needed > self.options.max_model_len:
                 raise InvalidArgument(
@@ -259,7 +260,6 @@ class LMEngine:
             else:
                 group.finished = token in self.stop_ids or len(group.output) >= group.spec.max_new_tokens
             touched[id(group.request)] = group.request
-        self.observer.tokens(len(groups))
         for group in [g for g in groups if g.finished]:
             self._retire(group, self._running)
             group.request.unfinished -= 1

@@ -24,11 +24,14 @@ class KVPool:
         dtype: torch.dtype,
         device: torch.device,
     ):
-        shape = (num_layers, num_slots, num_kv_heads, capacity, head_dim)
+        # One slot more than is ever allocated: the scratch slot that padding rows of a captured (fixed
+        # batch size) decode step write to, so they never touch a live row.
+        shape = (num_layers, num_slots + 1, num_kv_heads, capacity, head_dim)
         # Zeros, not empty: masked positions get softmax weight exactly 0, and 0 * NaN would poison rows.
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.num_slots = num_slots
+        self.scratch_slot = num_slots
         self.capacity = capacity
         self.owners: list[Row] = []
         self.ready = 0  # rows [0, ready) are decoding

@@ -79,11 +79,13 @@ class ModelRunner:
         kv_len = int(positions.max()) + 1
         if self.backend.use_cuda_graphs:
             return self._graph(rows, kv_len).run(tokens, positions)
-        return self._decode_eager(tokens, positions, rows, kv_len)
+        return self._decode_eager(tokens, positions, torch.arange(rows, device=self.device), kv_len)
 
-    def _decode_eager(self, tokens: torch.Tensor, positions: torch.Tensor, rows: int, kv_len: int) -> torch.Tensor:
+    def _decode_eager(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, kv_len: int):
+        """``slots[i]`` receives row i's K/V (its own slot, or the scratch slot for padding rows);
+        attention reads the contiguous slots ``[0, rows)``."""
         pool = self.pool
-        slots = torch.arange(rows, device=self.device)
+        rows = tokens.shape[0]
         keys = torch.arange(kv_len, device=self.device)
         additive = torch.zeros(rows, kv_len, dtype=pool.k.dtype, device=self.device)
         additive.masked_fill_(keys[None, :] > positions[:, None], float("-inf"))
@@ -116,34 +118,33 @@ class ModelRunner:
 
 class _DecodeGraph:
     """A decode step captured for ``bucket`` rows over ``kv_len`` keys. Rows past the active ones
-    write position 0 of free slots (harmless) and are dropped from the output."""
+    write to the pool's scratch slot (never a live row's) and are dropped from the output."""
 
     def __init__(self, runner: ModelRunner, bucket: int, kv_len: int, pool_handle):
         self.runner = runner
-        self.bucket = bucket
-        self.kv_len = kv_len
         device = runner.device
+        self.scratch = runner.pool.scratch_slot
         self.tokens = torch.zeros(bucket, dtype=torch.long, device=device)
         self.positions = torch.zeros(bucket, dtype=torch.long, device=device)
-        pool = runner.pool
-        # The warm-up really runs and writes position 0 of slots [0, bucket), which may hold live rows.
-        saved = pool.k[:, :bucket, :, 0].clone(), pool.v[:, :bucket, :, 0].clone()
+        self.slots = torch.full((bucket,), self.scratch, dtype=torch.long, device=device)
+        self.arange = torch.arange(bucket, device=device)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            runner._decode_eager(self.tokens, self.positions, bucket, kv_len)
+        with torch.cuda.stream(stream), torch.inference_mode():  # warm-up: writes only the scratch slot
+            runner._decode_eager(self.tokens, self.positions, self.slots, kv_len)
         torch.cuda.current_stream().wait_stream(stream)
-        pool.k[:, :bucket, :, 0], pool.v[:, :bucket, :, 0] = saved
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=pool_handle), torch.inference_mode():
-            self.out = runner._decode_eager(self.tokens, self.positions, bucket, kv_len)
+            self.out = runner._decode_eager(self.tokens, self.positions, self.slots, kv_len)
 
     def run(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         rows = tokens.shape[0]
         self.tokens.zero_()
         self.positions.zero_()
+        self.slots.fill_(self.scratch)
         self.tokens[:rows].copy_(tokens)
         self.positions[:rows].copy_(positions)
+        self.slots[:rows].copy_(self.arange[:rows])
         self.graph.replay()
         return self.out[:rows]
 

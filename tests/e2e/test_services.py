@@ -78,7 +78,7 @@ def test_every_server_serves_health_and_reflection(stack):
 def test_metrics_are_real_prometheus_text(stack):
     with AceStepClient(stack.address) as client:
         assert client.generate(FAST, GenerationConfig(batch_size=1)).success
-    url = f"http://127.0.0.1:{stack.stack.orchestrator.metrics_port}/metrics"
+    url = f"http://127.0.0.1:{stack.stack.metrics_port}/metrics"
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     generations = {tuple(sorted(s.labels.items())): s.value for s in families["acestep_generations"].samples
@@ -86,6 +86,11 @@ def test_metrics_are_real_prometheus_text(stack):
     assert generations[(("code", "OK"), ("service", "orchestrator"), ("task_type", "text2music"))] >= 1
     assert "acestep_time_to_first_audio_seconds" in families
     assert "acestep_real_time_factor" in families
+    # `serve all` exposes every service on one endpoint, told apart by the service label.
+    ready = {s.labels["service"]: s.value for s in families["acestep_model_ready"].samples}
+    assert ready == {"orchestrator": 1.0, "lm": 1.0, "dit": 1.0}
+    assert "acestep_lm_batch_rows" in families and "acestep_dit_batch_items" in families
+    assert "acestep_lm_kv_cache_usage_ratio" in families and "acestep_lm_time_to_first_token_seconds" in families
 
 
 def _synthesize_request(duration: float) -> dit_pb2.SynthesizeRequest:

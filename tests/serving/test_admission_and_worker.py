@@ -80,3 +80,22 @@ def test_load_gauges_exist_before_the_first_request():
     text = generate_latest(ServiceMetrics("dit").registry).decode()
     assert 'acestep_queue_depth{service="dit"} 0.0' in text
     assert 'acestep_in_flight_requests{service="dit"} 0.0' in text
+
+
+async def test_admission_reports_each_requests_queue_time():
+    waits: list[float] = []
+    admission = Admission(max_running=1, max_waiting=1, on_wait=waits.append)
+    release = asyncio.Event()
+
+    async def hold():
+        async with admission.slot():
+            await release.wait()
+
+    first = asyncio.create_task(hold())
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(hold())
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(first, second)
+    assert len(waits) == 2
+    assert waits[0] < 0.01 and waits[1] >= 0.04  # the second waited for the first to finish
