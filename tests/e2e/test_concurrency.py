@@ -131,3 +131,55 @@ def test_overload_beyond_kv_slots_and_queue_is_refused_and_loses_nothing(tiny_ro
     assert all(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue size 1" in e.details() for e in refused)
     assert all(len(codes) == 1 and len(codes[0]) == 50 for codes in finished)  # 10 s = 50 codes, none lost
     assert active == 0
+
+
+def _kv_usage(metrics_address: str) -> float:
+    text = urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5).read().decode()
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "acestep_lm_kv_cache_usage_ratio")
+    return family.samples[0].value
+
+
+def test_cancelling_one_of_four_plans_frees_its_kv_slots_and_changes_no_other(stack):
+    import asyncio
+    import time
+
+    import grpc
+
+    from acestep_client.convert import params_to_proto
+    from acestep_client.proto.acestep.v1 import lm_pb2, lm_pb2_grpc
+
+    metrics = f"127.0.0.1:{stack.stack.metrics_port}"
+    requests = [
+        lm_pb2.PlanRequest(params=params_to_proto(GenerationParams(
+            caption=f"song {i}", duration=10 + i, bpm=90 + i, keyscale="E minor", timesignature="4")),
+            seeds=[i], generate_codes=True)
+        for i in range(4)
+    ]  # fmt: skip
+
+    async def plan(stub, request, cancel_after: int | None = None):
+        """The plan's metadata and codes (progress and timings vary); None once cancelled."""
+        call = stub.Plan(request)
+        results, seen = [], 0
+        async for response in call:
+            seen += 1
+            if cancel_after is not None and seen >= cancel_after:
+                call.cancel()
+                return None
+            if response.WhichOneof("event") in ("metadata", "codes"):
+                results.append(response.SerializeToString())
+        return results
+
+    async def scenario():
+        async with grpc.aio.insecure_channel(stack.stack.lm.address) as channel:
+            stub = lm_pb2_grpc.LanguageModelServiceStub(channel)
+            alone = [await plan(stub, r) for r in requests[:3]]
+            before = _kv_usage(metrics)
+            together = await asyncio.gather(*(plan(stub, r) for r in requests[:3]), plan(stub, requests[3], 2))
+        return alone, together, before
+
+    alone, together, before = asyncio.run(scenario())
+    assert together[:3] == alone and together[3] is None
+    deadline = time.monotonic() + 5
+    while _kv_usage(metrics) != before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _kv_usage(metrics) == before == 0.0
