@@ -5,6 +5,9 @@ and peak GPU memory, at batch 1 and 4. Prints a table and writes JSON to --out.
 
 GPU:  python bench/dit.py --out bench_dit.json            (bf16, real sizes, ~1-3 min incl. init)
 CPU:  python bench/dit.py --device cpu --small --out /tmp/dit_small.json
+VAE batch of 4 vs 4 single items (CPU, the tiny-checkpoint VAE, 30 s songs, no DiT):
+      python bench/dit.py --device cpu --tiny-vae --vae-only --vae-batch 4 --seconds 30 --vae-mode fast \
+        --out /tmp/vae_batch.json
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dit_service.model.acestep_model import AceStepModel, build_model_on_meta
 from dit_service.model.config import AceStepConfig
 from dit_service.model.vae import fold_weight_norm, optimize_vae_for_inference
 from dit_service.samplers import SamplerResult, turbo_sample
+from dit_service.tiny_checkpoint import TINY_VAE_CONFIG
 from dit_service.vae_decode import iter_decoded_windows
 
 REAL_VAE = RELEASED_VAE
@@ -135,6 +139,49 @@ def time_vae(vae, latents, device, repeats, chunk, overlap) -> dict:
     return {"seconds": statistics.median(totals), "first_window_seconds": statistics.median(firsts), "all": totals}
 
 
+def time_vae_batch(vae, batch, frames, device, dtype, repeats, chunk, overlap) -> dict:
+    """Windowed decode of 1 item, of ``batch`` items in one request, and of the same items one by one.
+
+    The three are interleaved within each repeat (medians reported) so that load changes hit all alike.
+    A batch should cost at most ``batch`` single items: batch/singles <= 1.
+    """
+    hop = 1
+    for ratio in vae.config.downsampling_ratios:
+        hop *= ratio
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(batch, frames, vae.config.decoder_input_channels, generator=generator)
+    latents = latents.to(device=device, dtype=dtype)
+
+    def decode(items: torch.Tensor) -> None:
+        for _ in iter_decoded_windows(vae, items, hop, chunk=chunk, overlap=overlap):
+            pass
+
+    cases = {
+        "one_item_s": lambda: decode(latents[:1]),
+        "batch_s": lambda: decode(latents),
+        "singles_s": lambda: [decode(latents[i : i + 1]) for i in range(batch)],
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    with torch.inference_mode():
+        decode(latents[:1, :chunk])  # warm-up
+        for _ in range(repeats):
+            for name, run in cases.items():
+                sync(device)
+                start = time.perf_counter()
+                run()
+                sync(device)
+                times[name].append(time.perf_counter() - start)
+    result: dict = {name: statistics.median(values) for name, values in times.items()}
+    result.update(
+        batch=batch,
+        frames=frames,
+        batch_over_one=result["batch_s"] / result["one_item_s"],
+        batch_over_singles=result["batch_s"] / result["singles_s"],
+        all=times,
+    )
+    return result
+
+
 def engine_smoke(device: torch.device) -> None:
     """End-to-end check of the real loading + synthesis path on this device with tiny random checkpoints."""
     import tempfile
@@ -196,6 +243,11 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="print the top GPU kernels of one b1 run")
     parser.add_argument("--engine-smoke", action="store_true", help="also run the tiny-checkpoint engine here")
+    parser.add_argument(
+        "--vae-batch", type=int, default=0, help="also time a VAE decode of B items together vs B single items"
+    )
+    parser.add_argument("--vae-only", action="store_true", help="skip the DiT (only the --vae-batch section)")
+    parser.add_argument("--tiny-vae", action="store_true", help="the tiny-checkpoint VAE config (tests / CPU)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.engine_smoke:
@@ -211,8 +263,9 @@ def main() -> None:
 
     init_start = time.perf_counter()
     dit_config = AceStepConfig(**SMALL_DIT) if args.small else AceStepConfig()
-    model = build_dit(dit_config, device, dtype)
-    vae = build_vae(SMALL_VAE if args.small else REAL_VAE, device, dtype)
+    model = None if args.vae_only else build_dit(dit_config, device, dtype)
+    vae_config = TINY_VAE_CONFIG if args.tiny_vae else SMALL_VAE if args.small else REAL_VAE
+    vae = build_vae(vae_config, device, dtype)
     if args.vae_mode != "plain":
         mode = {"fast": "eager", "compile-decoder": "eager"}.get(args.vae_mode, args.vae_mode)
         optimize_vae_for_inference(vae, mode=mode)
@@ -222,21 +275,37 @@ def main() -> None:
                     vae.decode(torch.zeros(1, vae.config.decoder_input_channels, 8, device=device, dtype=dtype))
             except Exception as error:  # keep the benchmark usable if a fused kernel fails to build
                 print(f"fused VAE kernels failed ({type(error).__name__}: {error}); using compile-snake")
-                vae = build_vae(SMALL_VAE if args.small else REAL_VAE, device, dtype)
+                vae = build_vae(vae_config, device, dtype)
                 optimize_vae_for_inference(vae, mode="compile-snake")
                 args.vae_mode = "compile-snake (fused failed)"
     if args.vae_mode == "compile-decoder":
         vae.decoder.compile(dynamic=True)
-    if args.compile:
+    if args.compile and model is not None:
         for layer in model.decoder.layers:
             layer.compile(dynamic=False)
     sync(device)
     init_seconds = time.perf_counter() - init_start
-    dit_params = sum(p.numel() for p in model.parameters())
+    dit_params = sum(p.numel() for p in model.parameters()) if model is not None else 0
     vae_params = sum(p.numel() for p in vae.parameters())
     weights_bytes = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
 
     frames = int(seconds * 25)
+    vae_batch = None
+    if args.vae_batch:
+        vae_batch = time_vae_batch(
+            vae, args.vae_batch, frames, device, dtype, args.repeats, args.vae_chunk, args.vae_overlap
+        )
+        b, one = args.vae_batch, vae_batch["one_item_s"]
+        print(f"VAE decode, {seconds:.0f} s songs, {torch.get_num_threads()} threads, vae_mode={args.vae_mode}")
+        print(f"{'case':>12} {'seconds':>8} {'x 1 item':>8}")
+        for label, key in (("1 item", "one_item_s"), (f"batch of {b}", "batch_s"), (f"{b} singles", "singles_s")):
+            print(f"{label:>12} {vae_batch[key]:>8.3f} {vae_batch[key] / one:>8.2f}")
+        print(f"batch / singles = {vae_batch['batch_over_singles']:.2f} (a batch should cost <= its items one by one)")
+    if args.vae_only:
+        report = {"device": str(device), "torch": torch.__version__, "dtype": str(dtype), "vae_mode": args.vae_mode}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**report, "vae_config": vae_config, "vae_batch": vae_batch}, indent=2))
+        return
     if args.profile:
         profile(model, vae, frames, args, device, dtype)
     rows = []
@@ -278,6 +347,7 @@ def main() -> None:
         "init_seconds": init_seconds,
         "vae_chunk": args.vae_chunk,
         "vae_overlap": args.vae_overlap,
+        "vae_batch": vae_batch,
         "results": rows,
     }
     print(f"device={report['device']} dtype={dtype} dit_params={dit_params:,} vae_params={vae_params:,}")
