@@ -34,6 +34,11 @@ class ServiceMetrics:
         self.queue_depth = Gauge("acestep_queue_depth", "Requests waiting for a slot.", ["service"],
                                  registry=self.registry)
         self.ready = Gauge("acestep_model_ready", "1 once the model is loaded.", ["service"], registry=self.registry)
+        self.queue_seconds = Histogram(
+            "acestep_queue_time_seconds", "Time an admitted request waited for a slot (0 when one was free).",
+            ["service"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.queue_seconds.labels(service)
         # Export zeros from the start: an autoscaler reading these must see a new pod before its first request.
         for gauge in (self.in_flight, self.queue_depth, self.ready):
             gauge.labels(service).set(0)
@@ -41,6 +46,9 @@ class ServiceMetrics:
     def admission_changed(self, running: int, waiting: int) -> None:
         self.in_flight.labels(self.service).set(running)
         self.queue_depth.labels(self.service).set(waiting)
+
+    def admission_waited(self, seconds: float) -> None:
+        self.queue_seconds.labels(self.service).observe(seconds)
 
     def histogram(self, name: str, doc: str, buckets=LATENCY_BUCKETS, labels: tuple[str, ...] = ()) -> Histogram:
         return Histogram(name, doc, ["service", *labels], buckets=buckets, registry=self.registry)

@@ -59,20 +59,14 @@ class DiTMetrics(ServiceMetrics):
             "acestep_dit_vae_batch_items", "Items per VAE window decode, merged across requests.",
             buckets=BATCH_ITEM_BUCKETS,
         )
-        self.queue_seconds = self.histogram(
-            "acestep_dit_queue_time_seconds", "Time a request waited for an admission slot."
-        )
         # Present from startup, like the load gauges: dashboards should not wait for the first request.
-        for histogram in (self.batch_items, self.vae_batch_items, self.queue_seconds):
+        for histogram in (self.batch_items, self.vae_batch_items):
             histogram.labels(self.service)
 
     def observe_batch(self, info: BatchInfo) -> None:
         """The engine's batcher observer (called on its worker thread after every merged forward)."""
         target = self.batch_items if info.kind == "dit" else self.vae_batch_items
         target.labels(self.service).observe(info.rows)
-
-    def observe_queue_time(self, seconds: float) -> None:
-        self.queue_seconds.labels(self.service).observe(seconds)
 
 
 def _latents_from_proto(encoded: gen_pb2.EncodedAudio, field: str) -> torch.Tensor | None:
@@ -259,7 +253,7 @@ async def start(args: argparse.Namespace, announce=print):
     from acestep_serving.runner import start_model_server
 
     metrics = DiTMetrics()
-    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.observe_queue_time)
+    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.admission_waited)
     # Built before loading so bad values fail at once; each admitted request runs in its own executor thread
     # and the batcher merges their forwards.
     batcher = ForwardBatcher(args.batch_wait_ms, args.max_batch_items, observer=metrics.observe_batch)

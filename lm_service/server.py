@@ -46,13 +46,15 @@ class LMMetrics(ServiceMetrics):
             "acestep_lm_batch_rows", "KV rows in one decode step (all requests together).", buckets=ROW_BUCKETS
         )
         self.kv_usage = self.gauge("acestep_lm_kv_cache_usage_ratio", "Share of the KV cache slots held by rows.")
-        self.queue_seconds = self.histogram(
-            "acestep_lm_queue_time_seconds", "Time a sequence waited for a KV slot before its prefill."
+        self.kv_wait_seconds = self.histogram(
+            "acestep_lm_kv_slot_wait_seconds", "Time a sequence waited for a KV slot before its prefill."
         )
         self.first_token_seconds = self.histogram(
             "acestep_lm_time_to_first_token_seconds", "Submission of a decode (CoT, codes or text) to its first token."
         )
         self.kv_usage.labels("lm").set(0)
+        for histogram in (self.batch_rows, self.kv_wait_seconds, self.first_token_seconds):
+            histogram.labels("lm")  # present from startup
 
 
 class MetricsObserver(EngineObserver):
@@ -68,7 +70,7 @@ class MetricsObserver(EngineObserver):
         self.metrics.kv_usage.labels("lm").set(ratio)
 
     def queue_time(self, seconds: float) -> None:
-        self.metrics.queue_seconds.labels("lm").observe(seconds)
+        self.metrics.kv_wait_seconds.labels("lm").observe(seconds)
 
     def first_token(self, seconds: float) -> None:
         self.metrics.first_token_seconds.labels("lm").observe(seconds)
@@ -275,7 +277,7 @@ async def start(args: argparse.Namespace, announce=print):
     from acestep_serving.runner import start_model_server
 
     metrics = LMMetrics()
-    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed)
+    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.admission_waited)
     servicer = LanguageModelServicer(admission, metrics, max_batch=args.max_batch)
 
     def load(device: str, dtype: torch.dtype) -> None:

@@ -142,7 +142,7 @@ async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str],
         audio_root=Path(args.audio_root) if args.audio_root else None,
     )
     metrics = OrchestratorMetrics()
-    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed)
+    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.admission_waited)
     server = GrpcServer([SERVICE_NAME], ServerOptions.from_args(args))
     server.add(orchestrator_pb2_grpc.add_MusicGenerationServiceServicer_to_server,
                MusicGenerationServicer(backends, admission, metrics))

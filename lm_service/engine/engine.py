@@ -114,17 +114,16 @@ class LMEngine:
 
     # -- public ------------------------------------------------------------------------------------
     def submit(self, specs: list[GroupSpec]) -> RequestHandle:
-        for spec in specs:
-            if not spec.prompt or (spec.uncond_prompt is not None and not spec.uncond_prompt):
-                raise ValueError("every sequence needs a non-empty prompt")
-            needed = max(len(spec.prompt), len(spec.uncond_prompt or ())) + (spec.exact_tokens or spec.max_new_tokens)
-            if needed > self.options.max_model_len:
-                raise InvalidArgument(
-                    "lyrics", f"the prompt ({len(spec.prompt)} tokens) plus up to "
-                    f"{spec.exact_tokens or spec.max_new_tokens} new tokens exceeds this LM's "
-                    f"--max-model-len {self.options.max_model_len}; shorten the caption/lyrics or the duration",
-                )  # fmt: skip
         handle = RequestHandle(self, specs)
+        for group in handle.groups:
+            if not all(row.prompt for row in group.rows):
+                raise ValueError("every sequence needs a non-empty prompt")
+            if group.tokens_needed() > self.options.max_model_len:
+                raise InvalidArgument(
+                    "lyrics", f"the prompt ({len(group.spec.prompt)} tokens) plus up to {group.budget} new tokens "
+                    f"exceeds this LM's --max-model-len {self.options.max_model_len}; shorten the caption/lyrics "
+                    "or the duration",
+                )  # fmt: skip
         with self._cv:
             if self._closed:
                 raise RuntimeError("LM engine is closed")

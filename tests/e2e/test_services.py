@@ -91,6 +91,8 @@ def test_metrics_are_real_prometheus_text(stack):
     assert ready == {"orchestrator": 1.0, "lm": 1.0, "dit": 1.0}
     assert "acestep_lm_batch_rows" in families and "acestep_dit_batch_items" in families
     assert "acestep_lm_kv_cache_usage_ratio" in families and "acestep_lm_time_to_first_token_seconds" in families
+    queued = {s.labels["service"] for s in families["acestep_queue_time_seconds"].samples}
+    assert queued == {"orchestrator", "lm", "dit"}
 
 
 def _synthesize_request(duration: float) -> dit_pb2.SynthesizeRequest:
