@@ -2,9 +2,10 @@
 
 Every request still runs its own sampler loop in its own thread; only the heavy calls (a DiT forward,
 a VAE window decode) go through a :class:`ForwardBatcher`. One worker thread owns those forwards: it
-takes the oldest pending call, waits up to ``batch_wait_ms`` for compatible calls from other requests,
-runs them as one forward and hands every caller its own rows. An accelerator does a batch of N rows in
-far less than N times the time of one, so concurrent requests share the cost.
+takes the oldest pending call, waits up to ``batch_wait_ms`` (counted from when it became free) for
+compatible calls from other requests, runs them as one forward and hands every caller its own rows. An
+accelerator does a batch of N rows in far less than N times the time of one, so concurrent requests
+share the cost.
 
 Pure threading + torch: the model-specific merging lives in :mod:`dit_service.batch_ops`.
 """
@@ -109,6 +110,8 @@ class ForwardBatcher:
         self._pending: list[_Call] = []
         self._sessions = 0
         self._closed = False
+        # When the worker last finished a forward: its callers are computing their next call right now.
+        self._free_since = time.monotonic()
         self._thread: threading.Thread | None = None
 
     @contextmanager
@@ -180,7 +183,11 @@ class ForwardBatcher:
                     if first.fits(call) and rows + call.rows <= self.max_rows:
                         batch.append(call)
                         rows += call.rows
-                remaining = first.submitted + self.batch_wait - time.monotonic()
+                # The window opens when the worker is free, not when the call was queued: a call that
+                # queued behind another request's forward would otherwise always run alone, and two
+                # requests would take turns forever instead of converging on shared forwards.
+                opened = max(first.submitted, self._free_since)
+                remaining = opened + self.batch_wait - time.monotonic()
                 everyone_waiting = len({id(call.session) for call in self._pending}) >= self._sessions
                 if remaining <= 0 or rows >= self.max_rows or everyone_waiting:
                     for call in batch:
@@ -198,12 +205,16 @@ class ForwardBatcher:
                 if len(results) != len(batch):
                     raise RuntimeError(f"{op.kind} batch returned {len(results)} results for {len(batch)} calls")
             except BaseException as exc:  # only this batch's callers see it; the worker keeps serving
+                with self._cond:
+                    self._free_since = time.monotonic()
                 for call in batch:
                     call.error = exc
                     call.done.set()
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            with self._cond:
+                self._free_since = time.monotonic()
             for call, result in zip(batch, results, strict=True):
                 call.result = result
                 call.done.set()

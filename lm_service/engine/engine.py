@@ -90,7 +90,6 @@ class LMEngine:
         self.options = options or EngineOptions()
         if self.options.max_num_seqs < 2:
             raise ValueError("max_num_seqs must be >= 2 (a CFG song needs a cond and an uncond row)")
-        self.table = table
         self.observer = observer or EngineObserver()
         self.pool = KVPool(
             backend.num_layers, self.options.max_num_seqs, backend.num_kv_heads, self.options.max_model_len,
@@ -207,8 +206,8 @@ class LMEngine:
             for row in group.rows:
                 self.pool.allocate(row)
             self._prefilling.append(group)
-            self.observer.queue_time(time.perf_counter() - group.submitted_at)
-        self.observer.kv_usage(self.pool.usage_ratio)
+            self.observer.queue_time(time.perf_counter() - group.request.submitted_at)
+            self.observer.kv_usage(self.pool.usage_ratio)
 
     def _prefill(self, groups: list[SequenceGroup], hidden: list[torch.Tensor]) -> None:
         """Fixed chunk boundaries per row (so a row's numbers never depend on the schedule)."""

@@ -49,10 +49,6 @@ class KVPool:
         """Share of the slots held by sequences (a slot is reserved whole for its sequence)."""
         return self.active / self.num_slots
 
-    @property
-    def bytes(self) -> int:
-        return 2 * self.k.numel() * self.k.element_size()
-
     def allocate(self, row: Row) -> None:
         if self.free == 0:
             raise RuntimeError("KV pool full")

@@ -8,14 +8,17 @@ tokens whoever shares the batch with it.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..constraints import CotStateMachine
 from ..decoding import SamplingParams
+
+if TYPE_CHECKING:
+    from .engine import RequestHandle
 
 
 class Head(Enum):
@@ -57,12 +60,11 @@ class GroupSpec:
 @dataclass
 class SequenceGroup:
     spec: GroupSpec
-    request: object  # the RequestHandle that owns it
+    request: RequestHandle
     index: int  # position within the request
     rows: list[Row] = field(default_factory=list)
     output: list[int] = field(default_factory=list)
     finished: bool = False
-    submitted_at: float = field(default_factory=time.perf_counter)
     noise: torch.Tensor | None = None  # codes: a chunk of Exp(1) draws, one row per step
 
     def __post_init__(self) -> None:

@@ -254,6 +254,44 @@ def test_rows_are_capped_fifo_and_an_oversized_call_runs_alone():
     assert [box["result"] for _, box in started] == [(0, 3), (1, 2), (2, 6), (3, 1)]
 
 
+def test_requests_that_meet_mid_run_converge_on_shared_forwards():
+    """B arrives while A's first forward runs and waits longer than the window behind it: B's call must
+    still wait for A's next one rather than run alone, or the two would take turns for the whole song."""
+    window_s = 1.0
+    b_queued = threading.Event()
+    groups: list[list[tuple[str, int]]] = []
+
+    def run(payloads):
+        if not groups:  # A's first forward: hold the worker until B's call has queued past the window
+            assert b_queued.wait(10)
+            time.sleep(window_s + 0.2)
+        groups.append(payloads)
+        return payloads
+
+    op = BatchOp("steps", run)
+    batcher = ForwardBatcher(batch_wait_ms=window_s * 1000)
+
+    def request(name: str) -> None:
+        with batcher.session() as session:
+            for step in range(3):
+                session.submit(op, "k", 1, (name, step))
+
+    try:
+        a = threading.Thread(target=request, args=("a",))
+        a.start()
+        wait_for(lambda: batcher._sessions == 1 and batcher.waiting_calls == 0)  # A's first forward runs
+        b = threading.Thread(target=request, args=("b",))
+        b.start()
+        wait_for(lambda: batcher.waiting_calls == 1)
+        b_queued.set()
+        a.join(30)
+        b.join(30)
+    finally:
+        batcher.close()
+    merged = [sorted(group) for group in groups]  # within a forward, rows follow submit order (either)
+    assert merged == [[("a", 0)], [("a", 1), ("b", 0)], [("a", 2), ("b", 1)], [("b", 2)]]
+
+
 def test_a_waiting_caller_can_leave_and_a_failing_batch_only_fails_its_callers():
     entered, release = threading.Event(), threading.Event()
 
