@@ -1,5 +1,6 @@
 """acestep-grpc client SDK: the ACE-Step 1.5 API types, validation, audio I/O and gRPC clients."""
 
+from acestep_client.constants import STREAM_ENCODINGS
 from acestep_client.errors import (
     AceStepError,
     Cancelled,
@@ -43,6 +44,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "STREAM_ENCODINGS",
     "AceStepClient",
     "AceStepError",
     "AsyncAceStepClient",

@@ -7,6 +7,9 @@ The handlers choose where the work runs:
 - ``dit_handler`` a :class:`RemoteDiT`: the orchestration pipeline runs in this process against
   the DiT service and, when ``llm_handler`` is a :class:`RemoteLM`, the LM service (``None`` = no LM).
 
+``stream_encoding`` (keyword only, not in the reference) picks how audio travels: pcm_f32le (exact),
+pcm_s16le, flac or opus; None keeps the client's own setting (pcm_f32le for the other handlers).
+
 Like the reference, it never raises for a failed generation: bad input, server errors and broken
 streams all come back as ``success=False`` with ``error = "<CODE>: <details>"``. A handler of the
 wrong type is a programming error and raises TypeError.
@@ -39,6 +42,8 @@ def generate_music(
     config: GenerationConfig,
     save_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
+    *,
+    stream_encoding: str | None = None,
 ) -> GenerationResult:
     """Generate ``config.batch_size`` pieces of music; see inference-api.md for every field."""
     if isinstance(dit_handler, AsyncAceStepClient):
@@ -54,11 +59,11 @@ def generate_music(
         raise TypeError(f"with a RemoteDiT, llm_handler must be a RemoteLM or None, got {type(llm_handler).__name__}")
     try:
         if isinstance(dit_handler, AceStepClient):
-            return dit_handler.generate(params, config, save_dir, progress)
+            return dit_handler.generate(params, config, save_dir, progress, stream_encoding=stream_encoding)
         if isinstance(dit_handler, RemoteOrchestrator):
             with dit_handler.client() as client:
-                return client.generate(params, config, save_dir, progress)
-        return _run_in_process(dit_handler, llm_handler, params, config, save_dir, progress)
+                return client.generate(params, config, save_dir, progress, stream_encoding=stream_encoding)
+        return _run_in_process(dit_handler, llm_handler, params, config, save_dir, progress, stream_encoding)
     except Exception as exc:  # the reference's contract: a result, never an exception
         if not isinstance(exc, (AceStepError, CallError)):
             log.exception("generate_music failed")
@@ -72,12 +77,16 @@ def _run_in_process(
     config: GenerationConfig,
     save_dir: str | os.PathLike | None,
     progress: ProgressCallback | None,
+    stream_encoding: str | None = None,
 ) -> GenerationResult:
-    request = build_request(params, config)
+    request = build_request(params, config, stream_encoding=stream_encoding)
     try:
         from orchestrator.stack import run_pipeline_events
     except ImportError as exc:
-        raise CallError("UNIMPLEMENTED", f"the in-process pipeline needs the orchestrator package: {exc}") from exc
+        from acestep_client.extras import serve_extra_message
+
+        needs = serve_extra_message(exc) or f"needs the orchestrator package: {exc}"
+        raise CallError("UNIMPLEMENTED", f"the in-process pipeline (RemoteDiT handlers) {needs}") from exc
     lm_addresses = list(lm.addresses) if lm is not None else []
     dit_addresses = list(dit.addresses)
 

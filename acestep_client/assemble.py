@@ -1,6 +1,7 @@
 """Turning a GenerateMusic event stream into the API's GenerationResult.
 
-The stream carries audio as float32 chunks per batch item (any order, any split), then one
+The stream carries audio chunks per batch item (any order, any split), in the request's stream
+encoding (float32 PCM, 16-bit PCM, FLAC or Opus; see :mod:`acestep_client.wire_audio`), then one
 ItemResult per item with its seed, key, final params, length and gain. Files are written only
 after the stream ended with ``done``, so a failed call never leaves files behind.
 
@@ -8,9 +9,19 @@ Decisions, kept here so there is one place to read them:
 - ``audios[i]["path"]`` is ``None`` when ``save_dir`` is None (nothing is written), and for silent
   items (``audios[i]["silent"]`` True), which are never written, like the reference.
 - ``audios[i]["tensor"]`` is a CPU float32 torch tensor ``[2, samples]``; a numpy array when torch
-  is not installed (the SDK does not require torch).
+  is not installed (the SDK does not require torch). Whatever the stream encoding, chunks are decoded
+  back to float32; the tensor is exact only for ``pcm_f32le`` (16-bit PCM and FLAC: within half a
+  16-bit step; Opus: lossy). Files on disk follow ``audio_format``, not the stream encoding.
+- Chunks are kept as they arrived and decoded when the result is built (FLAC/Opus on parallel threads,
+  and off the event loop for the asyncio paths: Opus decodes at only ~25x real time); a chunk that does
+  not decode to what it announces fails the call with DATA_LOSS.
 - A gain of 0 is proto3's "unset" and means 1.0.
-- ``extra_outputs["lm_metadata"]`` is the first LmMetadata of the stream, present only if one came.
+- ``extra_outputs["lm_metadata"]`` is the LM metadata of the first item (the lowest item_index that
+  came), present only if one came; ``extra_outputs["lm_metadata_by_item"]`` lists every item's, indexed
+  by item (None where none came): items plan independently and differ.
+- ``extra_outputs["warnings"]`` lists what the service did that the request did not spell out (a caption
+  cut to the model's window, seeds ignored), as ``{"field", "message"}`` dicts; ``status_message``
+  ends with them too. Always present, empty when there were none.
 - Errors become ``success=False`` with ``error = "<GRPC_CODE>: <details>"``.
 """
 
@@ -26,12 +37,13 @@ import grpc
 import numpy as np
 
 from acestep_client import errors
-from acestep_client.audio_io import pcm_array, write_audio
+from acestep_client.audio_io import write_audio
 from acestep_client.constants import CHANNELS, SAMPLE_RATE
 from acestep_client.convert import params_from_proto
 from acestep_client.keys import audio_key
 from acestep_client.proto.acestep.v1 import generation_pb2, orchestrator_pb2
 from acestep_client.types import GenerationResult
+from acestep_client.wire_audio import WireAudioError, decode_chunks
 
 ProgressCallback = Callable[..., Any]
 
@@ -70,9 +82,11 @@ def error_text(exc: BaseException) -> str:
 
 
 def _to_tensor(audio: np.ndarray) -> Any:
+    """A torch tensor where torch is importable (the reference's type), else the float32 numpy array:
+    a client-only install has no torch (tests/packaging/test_client_only_install.py)."""
     try:
         import torch
-    except ImportError:  # pragma: no cover - torch is installed wherever the tests run
+    except ImportError:
         return audio
     return torch.from_numpy(audio)
 
@@ -94,9 +108,9 @@ class StreamAssembler:
     def __init__(self, progress: ProgressCallback | None = None):
         self._progress = progress
         self._fraction = 0.0
-        self._chunks: dict[int, list[tuple[int, np.ndarray]]] = {}
+        self._chunks: dict[int, list[generation_pb2.AudioChunk]] = {}  # encoded, decoded in result()
         self._items: dict[int, orchestrator_pb2.ItemResult] = {}
-        self._lm_metadata: dict[str, Any] | None = None
+        self._lm_metadata: dict[int, dict[str, Any]] = {}  # by item index
         self._time_costs: dict[str, float] = {}
         self._done: orchestrator_pb2.GenerationDone | None = None
 
@@ -107,14 +121,12 @@ class StreamAssembler:
         if kind == "progress":
             self._on_progress(event.progress)
         elif kind == "lm_metadata":
-            if self._lm_metadata is None:
-                self._lm_metadata = _lm_metadata(event.lm_metadata)
+            self._lm_metadata.setdefault(event.lm_metadata.item_index, _lm_metadata(event.lm_metadata))
         elif kind == "audio_chunk":
             chunk = event.audio_chunk
             if chunk.start_frame < 0:
                 raise CallError("DATA_LOSS", f"audio chunk of item {chunk.item_index} at frame {chunk.start_frame}")
-            audio = pcm_array(chunk.pcm_f32le, chunk.channels or CHANNELS)
-            self._chunks.setdefault(chunk.item_index, []).append((chunk.start_frame, audio))
+            self._chunks.setdefault(chunk.item_index, []).append(chunk)
         elif kind == "item_result":
             self._items[event.item_result.item_index] = event.item_result
         elif kind == "time_costs":
@@ -135,8 +147,16 @@ class StreamAssembler:
             self._fraction = 1.0
             self._progress(1.0, desc="done")
 
+    def _decoded(self, item_index: int) -> list[tuple[int, np.ndarray]]:
+        """(start_frame, float32 [channels, frames]) of an item's chunks, whatever their encoding."""
+        chunks = self._chunks.get(item_index, [])
+        try:
+            return [(chunk.start_frame, audio) for chunk, audio in zip(chunks, decode_chunks(chunks), strict=True)]
+        except WireAudioError as exc:
+            raise CallError("DATA_LOSS", str(exc)) from None
+
     def _item_audio(self, item: orchestrator_pb2.ItemResult) -> np.ndarray:
-        chunks = self._chunks.get(item.item_index, [])
+        chunks = self._decoded(item.item_index)
         frames = max([item.num_frames] + [start + audio.shape[1] for start, audio in chunks])
         channels = max([CHANNELS] + [audio.shape[0] for _, audio in chunks])
         out = np.zeros((channels, frames), dtype=np.float32)
@@ -177,10 +197,16 @@ class StreamAssembler:
         if save_dir is not None:
             _write_all(audios, Path(save_dir), audio_format)
         extra: dict[str, Any] = {"time_costs": dict(self._time_costs)}
-        if self._lm_metadata is not None:
-            extra["lm_metadata"] = self._lm_metadata
+        if self._lm_metadata:
+            extra["lm_metadata"] = self._lm_metadata[min(self._lm_metadata)]
+            size = max(len(audios), max(self._lm_metadata) + 1)
+            extra["lm_metadata_by_item"] = [self._lm_metadata.get(i) for i in range(size)]
+        warnings = list(self._done.warnings)
+        extra["warnings"] = [{"field": w.field, "message": w.message} for w in warnings]
+        status = self._done.status_message
+        status += "".join(f"\nwarning ({w.field}): {w.message}" for w in warnings if w.message not in status)
         return GenerationResult(
-            audios=audios, status_message=self._done.status_message, extra_outputs=extra, success=True, error=None
+            audios=audios, status_message=status, extra_outputs=extra, success=True, error=None
         )
 
 

@@ -14,12 +14,15 @@ from acestep_client.errors import InvalidArgument
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default=None,
                         help="orchestrator HOST:PORT; without it an in-process stack runs from --checkpoints")
-    parser.add_argument("--api-key", default=os.environ.get("ACESTEP_API_KEY"), help="sent as x-api-key")
+    parser.add_argument("--api-key", default=os.environ.get("ACESTEP_API_KEY"),
+                        help="sent as x-api-key (default: $ACESTEP_API_KEY)")
     parser.add_argument("--root-cert", default=None, help="PEM CA bundle: connect with TLS")
     parser.add_argument("--client-key", default=None, help="PEM client key (mTLS, with --client-cert)")
     parser.add_argument("--client-cert", default=None, help="PEM client certificate chain (mTLS)")
-    parser.add_argument("--timeout", type=float, default=None, help="deadline of the call, seconds")
-    parser.add_argument("--checkpoints", default="./checkpoints", help="checkpoint directory of the in-process stack")
+    parser.add_argument("--timeout", type=float, default=None, help="deadline of the call, seconds (default: none)")
+    parser.add_argument("--checkpoints", default="./checkpoints",
+                        help="checkpoint folder of the in-process stack; an empty one gets tiny RANDOM checkpoints "
+                             "(default: ./checkpoints)")
 
 
 def client_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -40,6 +43,13 @@ def text_or_file(field: str, value: str) -> str:
     if not path.is_file():
         raise InvalidArgument(field, f"file not found: {path}")
     return path.read_text(encoding="utf-8")
+
+
+def codes_or_file(field: str, value: str) -> str:
+    """Audio codes: the value, ``@FILE`` with codes, or ``@FILE.json``, a sidecar ``acestep generate`` wrote."""
+    from acestep_client.sidecar import codes_from_text
+
+    return codes_from_text(field, text_or_file(field, value), value[1:] if value.startswith("@") else "")
 
 
 def announce(message: str) -> None:

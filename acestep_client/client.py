@@ -3,6 +3,10 @@
 Both validate and read uploads locally (``InvalidArgument`` before any network call), then either
 hand back the raw event stream (:meth:`stream`) or assemble it into a GenerationResult
 (:meth:`generate`), exactly as the in-process API returns it.
+
+``stream_encoding`` (constructor default, overridable per call) is how audio travels back: one of
+``STREAM_ENCODINGS`` = pcm_f32le (default, exact), pcm_s16le, flac, opus (lossy). The result's tensors
+are float32 whatever it is; files on disk follow ``config.audio_format``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from acestep_client.types import (
     GenerationResult,
     UnderstandResult,
 )
+from acestep_client.wire_audio import DEFAULT_STREAM_ENCODING, stream_encoding_name
 
 Pem = bytes | str | os.PathLike | None
 API_KEY_HEADER = "x-api-key"
@@ -99,7 +104,9 @@ class _ClientBase:
         certificate_chain: Pem = None,
         timeout: float | None = None,
         max_message_mb: int = 64,
+        stream_encoding: str = DEFAULT_STREAM_ENCODING,
     ):
+        self.stream_encoding = stream_encoding_name(stream_encoding)  # InvalidArgument names stream_encoding
         self._opts = _Options(
             target, api_key, root_certificates, private_key, certificate_chain, timeout, max_message_mb
         )
@@ -116,14 +123,27 @@ class _ClientBase:
         return self._opts.target
 
     def build_request(
-        self, params: GenerationParams, config: GenerationConfig
+        self, params: GenerationParams, config: GenerationConfig, *, stream_encoding: str | None = None
     ) -> orchestrator_pb2.GenerateMusicRequest:
-        """Validate and read uploads (raises InvalidArgument); no network."""
-        return build_request(params, config, max_upload_bytes=self._opts.max_upload_bytes)
+        """Validate and read uploads (raises InvalidArgument); no network. ``stream_encoding`` None: the client's."""
+        return build_request(
+            params,
+            config,
+            max_upload_bytes=self._opts.max_upload_bytes,
+            stream_encoding=self.stream_encoding if stream_encoding is None else stream_encoding,
+        )
 
-    def stream(self, params: GenerationParams, config: GenerationConfig, *, timeout: float | None = None):
-        """The raw event stream; validates eagerly, at the call. gRPC errors surface while iterating."""
-        return self.stream_request(self.build_request(params, config), timeout=timeout)
+    def stream(
+        self,
+        params: GenerationParams,
+        config: GenerationConfig,
+        *,
+        timeout: float | None = None,
+        stream_encoding: str | None = None,
+    ):
+        """The raw event stream (chunks as encoded); validates eagerly. gRPC errors surface while iterating."""
+        request = self.build_request(params, config, stream_encoding=stream_encoding)
+        return self.stream_request(request, timeout=timeout)
 
     def stream_request(self, request: orchestrator_pb2.GenerateMusicRequest, *, timeout: float | None = None):
         raise NotImplementedError
@@ -177,7 +197,8 @@ class AceStepClient(_ClientBase):
     """Blocking client. ``with AceStepClient("host:50051") as c: result = c.generate(params, config)``.
 
     Options: ``api_key`` (x-api-key metadata), ``root_certificates`` (TLS), ``private_key`` +
-    ``certificate_chain`` (mTLS), ``timeout`` (default deadline, seconds), ``max_message_mb``.
+    ``certificate_chain`` (mTLS), ``timeout`` (default deadline, seconds), ``max_message_mb``,
+    ``stream_encoding`` (how audio travels: pcm_f32le, pcm_s16le, flac or opus).
     """
 
     def stream_request(
@@ -194,9 +215,15 @@ class AceStepClient(_ClientBase):
         save_dir: str | os.PathLike | None = None,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        *,
+        stream_encoding: str | None = None,
     ) -> GenerationResult:
-        """One generate_music call; server and transport errors give ``success=False``."""
-        return self.generate_request(self.build_request(params, config), save_dir, progress, timeout)
+        """One generate_music call; server and transport errors give ``success=False``.
+
+        ``stream_encoding`` overrides the client's for this call.
+        """
+        request = self.build_request(params, config, stream_encoding=stream_encoding)
+        return self.generate_request(request, save_dir, progress, timeout)
 
     def generate_request(
         self,
@@ -262,9 +289,15 @@ class AsyncAceStepClient(_ClientBase):
         save_dir: str | os.PathLike | None = None,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        *,
+        stream_encoding: str | None = None,
     ) -> GenerationResult:
-        """One generate_music call; server and transport errors give ``success=False``."""
-        return await self.generate_request(self.build_request(params, config), save_dir, progress, timeout)
+        """One generate_music call; server and transport errors give ``success=False``.
+
+        ``stream_encoding`` overrides the client's for this call.
+        """
+        request = self.build_request(params, config, stream_encoding=stream_encoding)
+        return await self.generate_request(request, save_dir, progress, timeout)
 
     async def generate_request(
         self,

@@ -8,8 +8,16 @@ CHANNELS = 2
 TASK_TYPES = ("text2music", "cover", "repaint", "lego", "extract", "complete")
 TASKS_NEEDING_SOURCE = ("cover", "repaint", "lego", "extract", "complete")
 TASKS_BASE_MODEL_ONLY = ("lego", "extract", "complete")
+# How to get a model that runs them (named in FAILED_PRECONDITION messages, so the fix is one copy away).
+BASE_MODEL_HINT = (
+    "serve a base model: `acestep serve all --dit-model acestep-v15-base` "
+    "(or `acestep serve dit --model acestep-v15-base`)"
+)
 TASKS_NAMING_TRACKS = ("lego", "extract", "complete")
 AUDIO_FORMATS = ("flac", "wav", "mp3")
+# How audio chunks travel (GenerateMusicRequest.stream_encoding); only pcm_f32le is exact. Files on disk
+# follow AUDIO_FORMATS whatever this is.
+STREAM_ENCODINGS = ("pcm_f32le", "pcm_s16le", "flac", "opus")
 
 TRACK_NAMES = (
     "vocals", "backing_vocals", "drums", "bass", "guitar", "keyboard",
@@ -31,7 +39,10 @@ TIME_SIGNATURE_FRACTIONS = {"2/4": "2", "3/4": "3", "4/4": "4", "6/8": "6"}
 BPM_RANGE = (30, 300)
 DURATION_RANGE = (10.0, 600.0)
 BATCH_SIZE_RANGE = (1, 8)
-MAX_CAPTION_CHARS = 512
+# Upstream documents 512 but cuts to what the models read instead of refusing; captions of its own
+# examples and of create/format_sample run longer. The DiT reads the first 256 tokens of its caption
+# prompt and reports a cut as a warning (GenerationDone.warnings).
+MAX_CAPTION_CHARS = 4096
 MAX_LYRICS_CHARS = 4096
 MAX_INSTRUCTION_CHARS = 512
 MAX_NEGATIVE_PROMPT_CHARS = 512

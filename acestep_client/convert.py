@@ -2,7 +2,10 @@
 
 Field names are identical on both sides, so the conversion walks the dataclass fields and the
 message descriptor together; only enums (task_type, audio_format) and the seeds oneof need care.
-Unset optional proto fields mean "the API default" (None for Optional fields).
+Unset optional proto fields mean "the API default" (None for Optional fields), and an explicit
+value equal to that default reads back as the very same default object (``repainting_end=-1.0`` is
+the dataclass's ``-1``), so the deterministic key cannot tell "unset" from "set to the default".
+Enum numbers a client made up (e.g. TaskType 99) are InvalidArgument naming the field, never a crash.
 """
 
 from __future__ import annotations
@@ -26,8 +29,20 @@ def _enum_to_proto(name: str, value: str) -> int:
         raise InvalidArgument(name, f"unknown value {value!r}") from None
 
 
+def check_enum(field: str, enum: Any, number: int) -> int:
+    """``number`` if ``enum`` (a generated EnumTypeWrapper) defines it, else InvalidArgument naming ``field``.
+
+    proto3 enums are open: a client built from other .proto versions can send any int32.
+    """
+    if number not in enum.values():
+        allowed = ", ".join(f"{value} ({key})" for key, value in enum.items())
+        raise InvalidArgument(field, f"unknown {enum.DESCRIPTOR.name} value {number}; allowed {allowed}")
+    return number
+
+
 def _enum_from_proto(name: str, number: int) -> str:
     prefix, enum = _ENUM_FIELDS[name]
+    check_enum(name, enum, number)
     if number == 0:
         return _ENUM_DEFAULTS[name]
     return enum.Name(number).removeprefix(prefix).lower()
@@ -60,7 +75,10 @@ def _read(message: Any, cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]
         elif field_descriptor.has_presence and not message.HasField(f.name):
             continue  # unset: the dataclass default
         else:
-            values[f.name] = getattr(message, f.name)
+            value = getattr(message, f.name)
+            if field_descriptor.has_presence and f.default is not dataclasses.MISSING and value == f.default:
+                value = f.default  # explicit default == unset, down to its type (-1.0 -> -1)
+            values[f.name] = value
     return values
 
 

@@ -26,7 +26,7 @@ from acestep_client.validation import (
 
 MODES = ("understand", "create_sample", "format_sample")
 DEFAULT_TEMPERATURE = 0.85
-MAX_QUERY_CHARS = c.MAX_CAPTION_CHARS
+MAX_QUERY_CHARS = 512  # a create_sample query is a short request, not a caption
 MAX_NEW_TOKENS = 4032  # the LM's context (4096) minus upstream's 64-token margin
 # 600 s of music at 5 codes per second: the longest song the DiT makes.
 MAX_UNDERSTAND_CODES = int(c.DURATION_RANGE[1]) * c.CODES_PER_SECOND
@@ -163,7 +163,9 @@ def result_from_description(mode: str, description: pb.SampleDescription, input_
         "language": description.language,
         "timesignature": description.timesignature,
         "status_message": f"LM {mode}: {description.generated_tokens} tokens in {description.lm_time_seconds:.2f} s"
-        f" (seed {description.seed})",
+        f" (seed {description.seed})"
+        # What the LM service cut or changed (as generate's status does): never silent.
+        + "".join(f"\nwarning ({w.field}): {w.message}" for w in description.warnings),
     }
     if mode == "create_sample":
         fields["instrumental"] = description.instrumental

@@ -15,6 +15,7 @@ from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2, orchestrator_pb2
 from acestep_client.types import GenerationConfig, GenerationParams
 from acestep_client.validation import validate_config, validate_params
+from acestep_client.wire_audio import stream_encoding_number
 
 _FORMAT_ENUM = {
     "flac": generation_pb2.AUDIO_FORMAT_FLAC,
@@ -46,8 +47,12 @@ def build_request(
     *,
     request_id: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    stream_encoding: str | int | None = None,
 ) -> orchestrator_pb2.GenerateMusicRequest:
-    """Validate ``params``/``config`` and read their audio files; raises InvalidArgument on bad input."""
+    """Validate ``params``/``config`` and read their audio files; raises InvalidArgument on bad input.
+
+    ``stream_encoding`` (one of STREAM_ENCODINGS, None = pcm_f32le) is how the audio chunks travel back.
+    """
     if not isinstance(params, GenerationParams):
         raise InvalidArgument("params", f"must be a GenerationParams, got {type(params).__name__}")
     if not isinstance(config, GenerationConfig):
@@ -58,6 +63,7 @@ def build_request(
         params=params_to_proto(params),
         config=config_to_proto(config),
         request_id=request_id or uuid.uuid4().hex,
+        stream_encoding=stream_encoding_number(stream_encoding),
     )
     if params.src_audio is not None:
         request.src_audio.CopyFrom(read_upload("src_audio", params.src_audio, max_upload_bytes))

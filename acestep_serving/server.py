@@ -1,4 +1,4 @@
-"""The gRPC server every service runs: health, reflection, limits, TLS, API keys, graceful drain."""
+"""The gRPC server every service runs: health, reflection (v1 and v1alpha), limits, TLS, API keys, graceful drain."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+
+from acestep_serving.reflection import enable_reflection
 
 log = logging.getLogger(__name__)
 
-_OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # reflection: v1 and v1alpha alike
 MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
 MAX_CONNECTION_AGE_GRACE_MS = 60 * 60 * 1000
 
@@ -93,10 +94,8 @@ class GrpcServer:
         self.server = grpc.aio.server(options=limits, interceptors=interceptors)
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
-            self.server,
+        enable_reflection(
+            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], self.server
         )
         self.port = 0
         self.serving = False

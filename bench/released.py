@@ -6,7 +6,7 @@ bench/full_size_checkpoints.py writes them to disk in the released layout.
 
 from __future__ import annotations
 
-# Released vae/config.json (shared/design/model-dit.md §6).
+# Released vae/config.json (the checkpoint's own file; dit_service/model/vae.py loads it with diffusers).
 RELEASED_VAE: dict = {
     "encoder_hidden_size": 128,
     "downsampling_ratios": [2, 4, 4, 6, 10],

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from acestep_client.constants import BASE_MODEL_HINT, MAX_CAPTION_CHARS
 from acestep_client.errors import FailedPrecondition, InvalidArgument
 
 from .batch_ops import DiTCall, run_dit, run_vae, vae_key
@@ -35,12 +36,17 @@ from .tasks import (
     build_task_plan,
     parse_audio_codes,
     prepare_reference_audio,
+    task_instruction,
     validate_codes,
 )
 from .vae_decode import iter_decoded_windows, peak_normalisation_gain
 
 MAX_BATCH = 8
 MAX_SEED = 2**32 - 1
+TURBO_MAX_STEPS = 8  # turbo runs its fixed 8-step schedule whatever it is asked
+BASE_MAX_STEPS = 200
+DEFAULT_STEPS = 8  # what an unset inference_steps means (the API default)
+MAX_DURATION_S = 600.0
 REPAINT_CROSSFADE_FRAMES = 10
 
 __all__ = [
@@ -180,6 +186,39 @@ class DiTEngine:
     def latent_channels(self) -> int:
         return int(self.config.audio_acoustic_hidden_dim)
 
+    # What this model can do: :meth:`validate` enforces it, ListModels reports it so callers check first.
+    @property
+    def task_types(self) -> tuple[str, ...]:
+        return TURBO_TASK_TYPES if self.is_turbo else TASK_TYPES
+
+    @property
+    def max_inference_steps(self) -> int:
+        return TURBO_MAX_STEPS if self.is_turbo else BASE_MAX_STEPS
+
+    def caption_cut(self, req: SynthesisRequest) -> str | None:
+        """Why the caption is not read whole, or None: the text encoder reads only the first
+        ``CAPTION_MAX_TOKENS`` tokens of its prompt (instruction, caption, then the metadata lines), as upstream
+        tokenizes it with truncation. Token counts are those of the item prompts' common form.
+        """
+        count = self.text_encoder.tokenizer.count
+        instruction = task_instruction(req.task_type, req.instruction, req.audio_codes is not None)
+        metas = metas_string(req.bpm, req.timesignature, req.keyscale, req.duration if req.duration > 0 else None)
+        prompt = caption_prompt(instruction, req.caption, metas)
+        total = count(prompt)
+        if total <= CAPTION_MAX_TOKENS or not req.caption:
+            return None
+        added = count("")  # the end-of-text the post-processor appends
+        before = prompt[: prompt.index(req.caption)]
+        room = CAPTION_MAX_TOKENS - count(before)  # the window less the text before the caption and the end-of-text
+        caption_tokens = count(req.caption) - added
+        kept = max(0, min(caption_tokens, room))
+        cut = f"kept {kept} of its {caption_tokens} tokens" if kept < caption_tokens else "the caption fit"
+        return (
+            f"the DiT text encoder reads the first {CAPTION_MAX_TOKENS} tokens of its caption prompt and this one "
+            f"has {total}: {cut}, and the bpm/key/duration lines after it were not read (as upstream does); "
+            f"shorten the caption to keep all of it"
+        )
+
     # ------------------------------------------------------------------ validation
     def validate(self, req: SynthesisRequest) -> None:
         """Reject bad requests before any model work; messages name the field and the allowed range."""
@@ -188,7 +227,7 @@ class DiTEngine:
         if self.is_turbo and req.task_type not in TURBO_TASK_TYPES:
             raise FailedPrecondition(
                 f"task_type {req.task_type!r} needs a base/sft model (acestep-v15-base or acestep-v15-sft); "
-                f"{self.variant} is a turbo model and only supports {', '.join(TURBO_TASK_TYPES)}"
+                f"{self.variant} is a turbo model and only supports {', '.join(TURBO_TASK_TYPES)}; {BASE_MODEL_HINT}"
             )
         if not isinstance(req.seeds, list) or not 1 <= len(req.seeds) <= MAX_BATCH:
             raise InvalidArgument("seeds", f"allowed 1-{MAX_BATCH} seeds (one per batch item), got {req.seeds!r}")
@@ -196,17 +235,17 @@ class DiTEngine:
             if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
                 raise InvalidArgument("seeds", f"allowed integers 0-{MAX_SEED}, got {seed!r}")
         if req.duration > 0:
-            _check_range("duration", req.duration, 10.0, 600.0)
+            _check_range("duration", req.duration, 10.0, MAX_DURATION_S)
         if req.bpm is not None:
             _check_range("bpm", req.bpm, 30, 300)
-        if len(req.caption) > 512:
-            raise InvalidArgument("caption", f"allowed at most 512 characters, got {len(req.caption)}")
+        if len(req.caption) > MAX_CAPTION_CHARS:
+            raise InvalidArgument("caption", f"allowed at most {MAX_CAPTION_CHARS} characters, got {len(req.caption)}")
         if len(req.lyrics) > 4096:
             raise InvalidArgument("lyrics", f"allowed at most 4096 characters, got {len(req.lyrics)}")
         for name in ("keyscale", "timesignature", "vocal_language"):
             if len(getattr(req, name)) > 32:
                 raise InvalidArgument(name, f"allowed at most 32 characters, got {len(getattr(req, name))}")
-        max_steps = 8 if self.is_turbo else 200
+        max_steps = self.max_inference_steps
         if not isinstance(req.inference_steps, int) or not 1 <= req.inference_steps <= max_steps:
             raise InvalidArgument("inference_steps", f"allowed 1-{max_steps}, got {req.inference_steps!r}")
         _check_range("guidance_scale", req.guidance_scale, 1.0, 15.0)

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from acestep_client import constants as c
-from acestep_client.audio_io import decode_audio, pcm_bytes, to_model_audio
-from acestep_client.convert import params_from_proto
+from acestep_client.audio_io import decode_audio, to_model_audio
+from acestep_client.convert import check_enum, params_from_proto
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import dit_pb2, dit_pb2_grpc
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_client.validation import validate_params
+from acestep_client.wire_audio import audio_chunk, stream_encoding_number
 from acestep_serving.admission import Admission
 from acestep_serving.errors import Unavailable, abort_with
 from acestep_serving.metrics import ServiceMetrics
@@ -30,6 +31,7 @@ from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
 from acestep_serving.worker import stream_from_thread
 from dit_service.batcher import BatchInfo, ForwardBatcher
 from dit_service.engine import AudioWindow, DiTEngine, ItemDone, StepProgress, SynthesisRequest, TimeCosts
+from dit_service.model_info import dit_model_info
 from dit_service.tasks import clamp_codes, parse_audio_codes
 
 log = logging.getLogger(__name__)
@@ -107,9 +109,12 @@ def engine_request(request: dit_pb2.SynthesizeRequest, max_batch: int, codebook_
 
 class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
     def __init__(
-        self, admission: Admission, metrics: DiTMetrics, max_batch: int = 8, max_upload_bytes: int = 256 * 1024 * 1024
+        self, admission: Admission, metrics: DiTMetrics, max_batch: int = 8, max_upload_bytes: int = 256 * 1024 * 1024,
+        model_name: str = "",
     ):
+        """``model_name``: the variant folder it serves, as ListModels reports it."""
         self.engine: DiTEngine | None = None
+        self.model_name = model_name
         self.admission = admission
         self.metrics = metrics
         self.max_batch = max_batch
@@ -124,21 +129,25 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
     async def Synthesize(self, request, context) -> AsyncIterator[dit_pb2.SynthesizeResponse]:
         def open_stream():
             engine = self._ready_engine()
+            encoding = stream_encoding_number(request.stream_encoding)  # unknown numbers: INVALID_ARGUMENT
             req = engine_request(request, self.max_batch, engine.codebook_size)
             engine.validate(req)
             chunk_frames = request.chunk_frames or DEFAULT_CHUNK_FRAMES
             if not 1 <= chunk_frames <= MAX_CHUNK_FRAMES:
                 raise InvalidArgument("chunk_frames", f"must be between 1 and {MAX_CHUNK_FRAMES}, got {chunk_frames}")
             self.metrics.batch_size.labels("dit").observe(len(req.seeds))
-            return self._stream(engine, req, chunk_frames)
+            return self._stream(engine, req, chunk_frames, encoding)
 
         async for response in guarded_stream(context, self.metrics, "Synthesize", self.admission, open_stream):
             yield response
 
-    async def _stream(self, engine: DiTEngine, req: SynthesisRequest, chunk_frames: int):
+    async def _stream(self, engine: DiTEngine, req: SynthesisRequest, chunk_frames: int, encoding: int):
         start = time.perf_counter()
         last_step = start
         first_audio = True
+        caption_cut = engine.caption_cut(req)
+        if caption_cut:  # the orchestrator relays it in GenerationDone.warnings
+            yield dit_pb2.SynthesizeResponse(warning=gen_pb2.Warning(field="caption", message=caption_cut))
         async for event in stream_from_thread(lambda stop: engine.synthesize(req, stop), self.executor):
             if isinstance(event, StepProgress):
                 now = time.perf_counter()
@@ -157,7 +166,7 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
                 if first_audio:
                     self.metrics.first_audio_seconds.labels("dit").observe(time.perf_counter() - start)
                     first_audio = False
-                for response in _chunks(event, chunk_frames):
+                for response in await _encoded_chunks(event, chunk_frames, encoding):
                     yield response
             elif isinstance(event, ItemDone):
                 self.metrics.audio_seconds.labels("dit").inc(event.num_samples / c.SAMPLE_RATE)
@@ -185,8 +194,9 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
                 purpose = dit_pb2.ENCODE_PURPOSE_SOURCE
                 seed = 0
                 async for part in request_iterator:
+                    check_enum("format", gen_pb2.AudioFormat, part.format)  # the bytes decide; a made-up one fails
                     if part.purpose:
-                        purpose = part.purpose
+                        purpose = check_enum("purpose", dit_pb2.EncodePurpose, part.purpose)
                     seed = part.seed or seed
                     data += part.data
                     if len(data) > self.max_upload_bytes:
@@ -213,6 +223,10 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
             except Exception as exc:
                 await abort_with(context, exc, outcome)
 
+    async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
+        """The model this replica serves (``loaded`` false while it loads)."""
+        return gen_pb2.ListModelsResponse(models=[dit_model_info(self.model_name, self.engine, self.max_batch)])
+
 
 def _encode(engine: DiTEngine, wav: torch.Tensor, reference: bool, seed: int) -> tuple[torch.Tensor, list[int]]:
     if reference:
@@ -220,19 +234,32 @@ def _encode(engine: DiTEngine, wav: torch.Tensor, reference: bool, seed: int) ->
     return engine.encode_audio(wav)
 
 
-def _chunks(window: AudioWindow, chunk_frames: int) -> Iterator[dit_pb2.SynthesizeResponse]:
+def _chunk_response(window: AudioWindow, offset: int, piece: np.ndarray, encoding: int) -> dit_pb2.SynthesizeResponse:
+    chunk = audio_chunk(window.item, window.start_sample + offset, piece, encoding)
+    return dit_pb2.SynthesizeResponse(audio_chunk=chunk)
+
+
+def _pieces(window: AudioWindow, chunk_frames: int) -> list[tuple[int, np.ndarray]]:
     pcm = window.pcm.numpy()
-    for offset in range(0, pcm.shape[1], chunk_frames):
-        piece = pcm[:, offset : offset + chunk_frames]
-        yield dit_pb2.SynthesizeResponse(
-            audio_chunk=gen_pb2.AudioChunk(
-                item_index=window.item,
-                start_frame=window.start_sample + offset,
-                sample_rate_hz=c.SAMPLE_RATE,
-                channels=piece.shape[0],
-                pcm_f32le=pcm_bytes(piece),
-            )
-        )
+    return [(offset, pcm[:, offset : offset + chunk_frames]) for offset in range(0, pcm.shape[1], chunk_frames)]
+
+
+def _chunks(window: AudioWindow, chunk_frames: int, encoding: int) -> Iterator[dit_pb2.SynthesizeResponse]:
+    """A decoded window as AudioChunks of at most ``chunk_frames``, each encoded once, here, per the request."""
+    for offset, piece in _pieces(window, chunk_frames):
+        yield _chunk_response(window, offset, piece, encoding)
+
+
+async def _encoded_chunks(
+    window: AudioWindow, chunk_frames: int, encoding: int
+) -> list[dit_pb2.SynthesizeResponse]:
+    """:func:`_chunks`, in order. FLAC and Opus cost CPU (Opus 0.1-0.3 s per default chunk, bench/wire.py): their
+    chunks encode in parallel on worker threads (libsndfile releases the GIL), keeping the event loop free."""
+    if encoding == gen_pb2.STREAM_ENCODING_PCM_F32LE:
+        return list(_chunks(window, chunk_frames, encoding))
+    jobs = (asyncio.to_thread(_chunk_response, window, offset, piece, encoding)
+            for offset, piece in _pieces(window, chunk_frames))
+    return list(await asyncio.gather(*jobs))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,7 +285,8 @@ async def start(args: argparse.Namespace, announce=print):
     # and the batcher merges their forwards.
     batcher = ForwardBatcher(args.batch_wait_ms, args.max_batch_items, observer=metrics.observe_batch)
     servicer = DiffusionServicer(
-        admission, metrics, max_batch=args.max_batch, max_upload_bytes=int(args.max_message_mb * 1024 * 1024)
+        admission, metrics, max_batch=args.max_batch, max_upload_bytes=int(args.max_message_mb * 1024 * 1024),
+        model_name=args.model,
     )
 
     def load(device: str, dtype: torch.dtype) -> None:

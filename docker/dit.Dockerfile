@@ -14,7 +14,7 @@ ARG TORCH_INDEX_URL=https://pypi.org/simple
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# 1. torch first, from the chosen index, so `pip install .` keeps it (requirements pin 2.13.0 matches 2.13.0+cuXXX).
+# 1. torch first, from the chosen index, so the package install keeps it (requirements pin 2.13.0 matches 2.13.0+cuXXX).
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 WORKDIR /src
 COPY requirements.txt pyproject.toml README.md ./
@@ -24,7 +24,7 @@ COPY lm_service ./lm_service
 COPY dit_service ./dit_service
 COPY orchestrator ./orchestrator
 # 2. the package, with the measured pins as constraints (no dev tools in the image).
-RUN pip install -c requirements.txt . && python -c "import torch, dit_service.server; print(torch.__version__, torch.version.cuda)"
+RUN pip install -c requirements.txt ".[serve]" && python -c "import torch, dit_service.server; print(torch.__version__, torch.version.cuda)"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 # gcc + libc headers: torch.compile / Triton build small launcher modules at runtime on CUDA.

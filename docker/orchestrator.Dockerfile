@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # ACE-Step orchestrator (CPU only). Build from the repository root:
 #   docker build -f docker/orchestrator.Dockerfile -t registry.example.com/acestep/orchestrator:0.1.0-cpu .
-# The orchestrator does no tensor work, but the package depends on torch: install the CPU wheel
+# The orchestrator does no tensor work, but the `serve` extra (shared server code) imports torch: install the CPU wheel
 # (~750 MB instead of several GB of CUDA libraries).
 ARG PYTHON_VERSION=3.12
 
@@ -19,7 +19,7 @@ COPY acestep_serving ./acestep_serving
 COPY lm_service ./lm_service
 COPY dit_service ./dit_service
 COPY orchestrator ./orchestrator
-RUN pip install -c requirements.txt . \
+RUN pip install -c requirements.txt ".[serve]" \
  && python -c "import torch, orchestrator.server; assert torch.version.cuda is None, torch.__version__"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm

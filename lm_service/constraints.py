@@ -3,7 +3,8 @@
 Phase 1 (metadata) forces ``<think>\\n`` and each ``field:`` name, restricts values to the allowed lists
 through prefix trees built from the loaded tokenizer, injects user metadata verbatim, and forces EOS
 where ``</think>`` would follow. Phase 2 allows only audio-code tokens, exactly ``int(5*duration)`` of
-them when the duration is known, then EOS.
+them for the item's planned duration (the user's; upstream's rule, which this project extends to the
+duration the CoT chose when the user gave none, so the codes never outrun the plan), then EOS.
 
 Deliberate deviations from upstream (they make every constrained CoT parse; see ``tests/lm``):
 * when a caption line ends and the next line is not a continuation, the *next field name is forced*
@@ -15,15 +16,22 @@ Each row has its own state machine, so rows of a batch are independent (upstream
 
 Text modes (``describe=True``: understand, create sample, format) write the same CoT, then the
 ``</think>`` tag, then free text (the lyrics) with all 65,535 audio-code tokens blocked (upstream: codes
-0-63999), until EOS. There ``language`` can be injected too (upstream's format mode skips the language
-line instead), and user metadata arrives in canonical spelling ("Am" -> "A minor", "4/4" -> "4"), not as
-typed. The ``genres`` line that upstream writes in these modes is skipped: its value list
-(``genres_vocab.txt``) is not public, and no result type carries genres.
+0-63999) and every other added token but EOS (chat/think/tool tags), until EOS. There ``language`` can
+be injected too (upstream's format mode skips the language line instead), and user metadata arrives in
+canonical spelling ("Am" -> "A minor", "4/4" -> "4"), not as typed. The ``genres`` line that upstream
+writes in these modes is skipped: its value list (``genres_vocab.txt``) is not public, and no result type
+carries genres.
+
+Also beyond upstream: captions and lyrics never contain a token whose text holds a control character
+other than ``\n`` and ``\t`` (random or badly behaved weights write NUL bytes otherwise), and a row that
+knows its token budget (``budget``) ends its caption early enough to write every remaining field, so a
+constrained CoT is complete whenever the budget is at least :meth:`CotStateMachine.minimum_tokens`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +58,17 @@ INJECTABLE_FIELDS = ("bpm", "duration", "keyscale", "timesignature")
 DESCRIBE_INJECTABLE_FIELDS = (*INJECTABLE_FIELDS, "language")
 # Fields whose newline is forced as soon as the value is complete (no longer value can extend them).
 NEWLINE_FORCED_WHEN_COMPLETE = ("keyscale", "language", "timesignature")
+# Control characters no text the LM returns may hold: C0 but tab and newline, DEL, C1.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def strip_control_characters(text: str) -> str:
+    """``text`` without control characters (tab and newline kept): valid in any client's string type.
+
+    Blocking the tokens that hold them is not enough: a C1 character can be assembled from two byte
+    tokens, and unconstrained decoding blocks nothing.
+    """
+    return CONTROL_CHARACTERS.sub("", text)
 
 
 @dataclass
@@ -79,6 +98,9 @@ class CotVocabulary:
     max_caption_tokens: int
     encode_value: Callable[[str, str], list[int]]  # (field, value) -> value tokens after ``field:``
     code_block_range: tuple[int, int]  # every audio-code token, blocked in the text modes' lyrics
+    text_block_ids: tuple[int, ...] = ()  # lyrics: added tokens but EOS, control characters (codes: the range)
+    text_block_tensor: torch.Tensor | None = None
+    max_value_tokens: dict[str, int] = field(default_factory=dict)  # longest allowed value per field
 
 
 def _value_tokens(tokenizer, field_name: str, value: str) -> list[int]:
@@ -107,7 +129,7 @@ def build_cot_vocabulary(
             tree.add(_value_tokens(tokenizer, name, value))
         trees[name] = tree
     vocab_texts = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    newline_ids, space_ids = set(), set()
+    newline_ids, space_ids, control_ids = set(), set(), set()
     for token_id, piece in enumerate(vocab_texts):
         if piece is None:
             continue
@@ -116,12 +138,17 @@ def build_cot_vocabulary(
             newline_ids.add(token_id)
         if text[:1] in (" ", "\t"):
             space_ids.add(token_id)
+        if CONTROL_CHARACTERS.search(text):
+            control_ids.add(token_id)
     # All 65,535 code tokens (upstream blocks only 0..63999): the parser cuts the CoT at the first code.
     lo, hi = table.audio_code_base, table.audio_code_base + NUM_AUDIO_CODE_TOKENS
     added_ids = tuple(tokenizer.added_tokens_decoder.keys())  # chat tags, <think>, tool tags, ...
-    caption_block = (*table.backtick_ids, *table.special_ids, *added_ids)
+    caption_block = (*table.backtick_ids, *table.special_ids, *added_ids, *control_ids)
     caption_block += (table.pad_id,) if table.pad_id is not None else ()
     caption_block_ids = tuple(sorted(set(caption_block) | set(range(lo, hi))))  # added tokens include the codes
+    # Lyrics end at EOS only: pad, chat/think/tool tags and control characters are junk in a song text.
+    text_block = {*table.special_ids, *added_ids, *control_ids, *([table.pad_id] if table.pad_id is not None else [])}
+    text_block_ids = tuple(sorted(i for i in text_block if i != table.eos_id and not lo <= i < hi))
     return CotVocabulary(
         table=table,
         name_tokens={n: tuple(tokenizer.encode(f"{n}:", add_special_tokens=False)) for n in FIELD_ORDER},
@@ -133,17 +160,21 @@ def build_cot_vocabulary(
         encode_value=lambda name, value: _value_tokens(tokenizer, name, value),
         max_caption_tokens=max_caption_tokens,
         code_block_range=(lo, hi),
+        text_block_ids=text_block_ids,
+        text_block_tensor=torch.tensor(text_block_ids, dtype=torch.long),
+        max_value_tokens={name: max(len(v) for v in tree.complete) for name, tree in trees.items()},
     )
 
 
 @dataclass(frozen=True)
 class TokenRule:
     """What a row may sample next: only ``allowed`` ids, the caption block-list removed, a blocked id
-    range removed, or anything."""
+    range (and the lyrics block-list) removed, or anything."""
 
     allowed: tuple[int, ...] | None = None
     caption_mask: bool = False  # block ``CotVocabulary.caption_block_ids`` (kept as one cached tensor)
     blocked_range: tuple[int, int] | None = None  # half-open id range to block (audio codes in lyrics)
+    text_mask: bool = False  # block ``CotVocabulary.text_block_ids`` (lyrics)
 
 
 class CotStateMachine:
@@ -158,8 +189,13 @@ class CotStateMachine:
         debug: bool = False,
         row: int = 0,
         describe: bool = False,
+        budget: int | None = None,
     ):
-        """``describe``: a text mode; write ``</think>`` and free text after the fields instead of stopping."""
+        """``describe``: a text mode; write ``</think>`` and free text after the fields instead of stopping.
+
+        ``budget``: the tokens this row may generate; the caption then ends early enough for the rest
+        of the CoT to fit (``caption_cut`` says it did).
+        """
         self.vocab = vocab
         injectable = DESCRIBE_INJECTABLE_FIELDS if describe else INJECTABLE_FIELDS
         self.user_values = {k: v for k, v in user_values.items() if k in injectable}
@@ -176,7 +212,35 @@ class CotStateMachine:
         self.caption_tokens = 0
         self.caption_line_ended = False
         self.finished = False
+        self.budget = budget
+        self.generated = 0  # tokens advanced so far
+        self.caption_cut = False  # the budget ended the caption before the model did
+        after = self.fields[self.fields.index("caption") + 1 :] if "caption" in self.fields else []
+        self._after_caption = self._tokens_for(after) + 1  # the fields after the caption, then EOS or </think>
         self._enter_next_field()
+
+    # -- budget ------------------------------------------------------------------------------
+    def _tokens_for(self, fields: list[str]) -> int:
+        """Most tokens ``fields`` can take (name, value, newline); a caption counts one token of text."""
+        total = 0
+        for name in fields:
+            if name in self.user_values:
+                value = len(self.vocab.encode_value(name, self.user_values[name]))
+            elif name == "caption":
+                value = 1
+            else:
+                value = self.vocab.max_value_tokens[name]
+            total += len(self.vocab.name_tokens[name]) + value + 1
+        return total
+
+    def minimum_tokens(self) -> int:
+        """The smallest budget that holds the whole CoT (``<think>``, every field with a one-token
+        caption, then EOS or ``</think>``): below it a value, maybe the user's, would be cut off."""
+        return 2 + self._tokens_for(self.fields) + 1
+
+    def _caption_has_room(self) -> bool:
+        """Room for one more caption token, its line's newline and everything after the caption."""
+        return self.budget is None or self.budget - self.generated >= self._after_caption + 2
 
     # -- transitions -------------------------------------------------------------------------
     def _log(self, message: str) -> None:
@@ -216,19 +280,26 @@ class CotStateMachine:
         if self.forced:
             return TokenRule(allowed=(self.forced[0],))
         if self.in_free_text:
-            return TokenRule(blocked_range=self.vocab.code_block_range)
+            return TokenRule(blocked_range=self.vocab.code_block_range, text_mask=True)
         name = self.field
         if name == "caption":
+            room = self._caption_has_room()
             if self.caption_line_ended:
                 # As upstream: the raw argmax decides (even when it is a token the caption may not contain).
                 top = int(torch.argmax(logits))
-                if top in self.vocab.leading_space_ids:
+                if room and top in self.vocab.leading_space_ids:
                     self._log("caption continues on an indented line")
                     self.caption_line_ended = False
                 else:
-                    self._log("caption ended")
+                    if not room and top in self.vocab.leading_space_ids:
+                        self.caption_cut = True
+                    self._log("caption ended" + ("" if room else " (token budget)"))
                     self._enter_next_field()
                     return TokenRule(allowed=(self.forced[0],))
+            if not room:
+                self._log("caption cut: the rest of the CoT needs the remaining token budget")
+                self.caption_cut = True
+                return TokenRule(allowed=(self.vocab.table.newline_id,))
             if self.caption_tokens >= self.vocab.max_caption_tokens:
                 return TokenRule(allowed=(self.vocab.table.newline_id,))
             return TokenRule(caption_mask=True)
@@ -251,6 +322,7 @@ class CotStateMachine:
     def advance(self, token_id: int) -> None:
         if self.finished:
             return
+        self.generated += 1
         if self.forced:
             expected = self.forced.popleft()
             if token_id != expected:
@@ -282,5 +354,5 @@ class CotStateMachine:
 
 
 def target_code_count(duration: float) -> int | None:
-    """Exactly ``int(5 * duration)`` codes when the user gave a duration > 0, else no count control."""
+    """``int(5 * duration)`` codes for a planned duration > 0 (user's or CoT's), else no count control."""
     return int(duration * 5) if duration and duration > 0 else None

@@ -26,7 +26,10 @@ class SamplingParams:
         return self.cfg_scale > 1.0
 
 
-def apply_rule(row_logits: torch.Tensor, rule: TokenRule, caption_block: torch.Tensor) -> torch.Tensor:
+def apply_rule(
+    row_logits: torch.Tensor, rule: TokenRule, caption_block: torch.Tensor, text_block: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``row_logits`` masked by ``rule``; the block-lists are the vocabulary's id tensors on the logits' device."""
     if rule.allowed is not None:
         allowed = torch.tensor(rule.allowed, device=row_logits.device)
         masked = torch.full_like(row_logits, float("-inf"))
@@ -34,10 +37,13 @@ def apply_rule(row_logits: torch.Tensor, rule: TokenRule, caption_block: torch.T
         return masked
     if rule.caption_mask:
         return row_logits.index_fill(0, caption_block, float("-inf"))
-    if rule.blocked_range is not None:
-        lo, hi = rule.blocked_range
+    if rule.blocked_range is not None or rule.text_mask:
         masked = row_logits.clone()
-        masked[lo:hi] = float("-inf")
+        if rule.blocked_range is not None:
+            lo, hi = rule.blocked_range
+            masked[lo:hi] = float("-inf")
+        if rule.text_mask and text_block is not None and text_block.numel():
+            masked.index_fill_(0, text_block, float("-inf"))
         return masked
     return row_logits
 

@@ -7,11 +7,17 @@ Seeds: item i uses ``torch.Generator().manual_seed(seeds[i])`` for Phase 1 and a
 the same seed for Phase 2, and its own constraint state, so an item's CoT and codes depend only on its
 seed and the request parameters, never on its batch position or chunking (upstream shares one Phase 1
 per chunk and seeds only its pt-backend Phase 2; this is a documented extension).
+
+Code count: each item's Phase 2 covers its planned duration, the user's or else the one its CoT chose
+(10..``max_duration``): exactly 5 codes per second when constrained, at most that many otherwise
+(upstream bounds only a user duration; without one, weights that never sample EOS wrote 4,032 codes,
+more than the DiT's 600 s). See :meth:`Planner.code_budget`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +31,7 @@ from acestep_client import constants as api
 from acestep_client.errors import InvalidArgument, NotFound
 
 from . import prompts
-from .constraints import CotStateMachine, build_cot_vocabulary, target_code_count
+from .constraints import CotStateMachine, build_cot_vocabulary, strip_control_characters, target_code_count
 from .cot import format_cot, parse_cot
 from .decoding import SamplingParams, codes_from_tokens
 from .describe import DescribeRequest, describe
@@ -34,6 +40,7 @@ from .events import COT_TOKEN_ESTIMATE, ItemCodes, ItemMetadata, PhaseProgress, 
 from .vocab import (
     BPM_MAX,
     BPM_MIN,
+    CODES_PER_SECOND,
     DURATION_MAX,
     DURATION_MIN,
     KEYSCALES,
@@ -47,7 +54,7 @@ from .vocab import (
 
 logger = logging.getLogger(__name__)
 
-MAX_CAPTION_CHARS = 512
+MAX_CAPTION_CHARS = api.MAX_CAPTION_CHARS
 MAX_LYRICS_CHARS = 4096
 MAX_BATCH = 8
 TIME_SIGNATURE_INPUTS = (*TIME_SIGNATURES, "2/4", "3/4", "4/4", "6/8")
@@ -135,8 +142,9 @@ class Planner:
         self.engine: LMEngine | None = None
         if not hasattr(backend, "run_phase1"):
             self.engine = LMEngine(
-                backend, self.table, self.cot_vocab.caption_block_tensor, engine_options, engine_observer
-            )
+                backend, self.table, self.cot_vocab.caption_block_tensor, engine_options, engine_observer,
+                text_block=self.cot_vocab.text_block_tensor,
+            )  # fmt: skip
 
     @classmethod
     def load(
@@ -192,8 +200,8 @@ class Planner:
         _check_range("lm_cfg_scale", req.lm_cfg_scale, *api.LM_CFG_SCALE_RANGE)
         _check_range("lm_top_k", req.lm_top_k, 0, api.LM_TOP_K_MAX)
         _check_range("lm_top_p", req.lm_top_p, *api.LM_TOP_P_RANGE)
-        if len(req.lm_negative_prompt) > MAX_CAPTION_CHARS:
-            raise InvalidArgument("lm_negative_prompt", f"allowed at most {MAX_CAPTION_CHARS} characters")
+        if len(req.lm_negative_prompt) > api.MAX_NEGATIVE_PROMPT_CHARS:
+            raise InvalidArgument("lm_negative_prompt", f"allowed at most {api.MAX_NEGATIVE_PROMPT_CHARS} characters")
         if not 1 <= len(req.seeds) <= MAX_BATCH:
             raise InvalidArgument("seeds", f"allowed 1-{MAX_BATCH} seeds (one per song), got {len(req.seeds)}")
         for seed in req.seeds:
@@ -226,12 +234,13 @@ class Planner:
             else:
                 metadata_list = [{**_typed(metas), "cot_text": ""} for _ in seeds]
             phase1_time += time.time() - began
+            durations = [self.planned_duration(req, metadata) for metadata in metadata_list]
             for item, metadata in zip(items, metadata_list, strict=True):
                 yield ItemMetadata(item=item, metadata=metadata)
             if not run_codes:
                 continue
             began = time.time()
-            codes_list = yield from self._phase2(req, params, metadata_list, seeds, should_stop)
+            codes_list = yield from self._phase2(req, params, metadata_list, durations, seeds, should_stop)
             phase2_time += time.time() - began
             for item, codes in zip(items, codes_list, strict=True):
                 yield ItemCodes(item=item, codes=codes)
@@ -240,6 +249,40 @@ class Planner:
     def describe(self, req: DescribeRequest, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Any]:
         """A text mode (understand, create_sample, format_sample): progress, then one ``Description``."""
         return describe(self, req, should_stop)
+
+    def planned_duration(self, req: PlanRequest, metadata: dict[str, Any]) -> float | None:
+        """Seconds of music an item's codes cover: the user's duration, else the one its CoT chose.
+
+        The CoT's value is clamped to ``DURATION_MIN..max_duration`` (only unconstrained decoding can
+        write one outside) and written back, so the metadata, the Phase-2 CoT and the code count agree.
+        None when neither exists (``use_cot_metas=False`` without a duration, or an unparseable CoT).
+        """
+        if req.duration and req.duration > 0:
+            return float(min(max(req.duration, DURATION_MIN), self.max_duration))
+        try:
+            chosen = float(metadata.get("duration"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+        if not math.isfinite(chosen):
+            return None
+        planned = float(min(max(chosen, DURATION_MIN), self.max_duration))
+        if planned != chosen or not isinstance(metadata.get("duration"), int):
+            metadata["duration"] = int(planned) if planned.is_integer() else planned
+        return planned
+
+    def code_budget(self, duration: float | None, constrained: bool) -> tuple[int | None, int]:
+        """``(exact count, max new tokens)`` of one item's Phase 2, bounded by its planned duration.
+
+        Constrained (upstream's rule, extended to the CoT's duration): exactly ``int(5 * duration)``
+        codes, EOS masked before and forced at the count, whatever the weights prefer. Unconstrained:
+        stop at EOS or at that count. Without a duration: stop at EOS or at ``max_duration`` worth of
+        codes (never more than the DiT accepts).
+        """
+        ceiling = min(self.max_new_tokens, self.max_duration * CODES_PER_SECOND)
+        if duration is None:
+            return None, ceiling
+        count = target_code_count(duration)
+        return (count, count) if constrained else (None, count)
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -260,17 +303,18 @@ class Planner:
         ]
         return self.engine.run(specs, should_stop)
 
-    def _decode_codes(self, rows, seeds, params, target, constrained, max_new, should_stop):
-        """Audio-code decoding (Phase 2); yields progress, then ``("done", codes per item)``."""
+    def _decode_codes(self, rows, seeds, params, targets, constrained, max_new, should_stop):
+        """Audio-code decoding (Phase 2); ``targets`` / ``max_new``: per item. Yields progress, then
+        ``("done", codes per item)``."""
         if self.engine is None:
-            return self.backend.run_phase2(rows, seeds, params, target, constrained, max_new, should_stop)
+            return self.backend.run_phase2(rows, seeds, params, targets, constrained, max_new, should_stop)
         items = len(seeds)
         specs = [
             GroupSpec(
-                rows[i], generator, params, max_new,
+                rows[i], generator, params, max_new[i],
                 head=Head.CODES if constrained else Head.FULL,
                 uncond_prompt=rows[items + i] if params.uses_cfg else None,
-                exact_tokens=target if constrained else None,
+                exact_tokens=targets[i] if constrained else None,
             )
             for i, generator in enumerate(self._generators(seeds))
         ]  # fmt: skip
@@ -302,6 +346,7 @@ class Planner:
                     skip_language=not req.use_cot_language,
                     debug=req.constrained_decoding_debug,
                     row=i,
+                    budget=self.max_new_tokens,
                 )
                 for i in range(len(seeds))
             ]
@@ -313,7 +358,7 @@ class Planner:
                 outputs = value
         metadata_list = []
         for token_ids in outputs:
-            text = self.tokenizer.decode(token_ids, skip_special_tokens=False)
+            text = strip_control_characters(self.tokenizer.decode(token_ids, skip_special_tokens=False))
             metadata = parse_cot(text)
             metadata["cot_text"] = text
             metadata_list.append(metadata)
@@ -324,15 +369,13 @@ class Planner:
         req: PlanRequest,
         params: SamplingParams,
         metadata_list: list[dict],
+        durations: list[float | None],
         seeds: list[int],
         should_stop: Callable[[], bool],
     ):
-        target = target_code_count(req.duration) if req.use_constrained_decoding else None
-        if req.duration and req.duration > 0:
-            clamped = min(max(req.duration, DURATION_MIN), DURATION_MAX)
-            max_new = min(int(clamped * 5) + 500, self.max_new_tokens)
-        else:
-            max_new = self.max_new_tokens
+        budgets = [self.code_budget(duration, req.use_constrained_decoding) for duration in durations]
+        targets = [target for target, _ in budgets]
+        max_new = [limit for _, limit in budgets]
         rows_cond = [
             self._encode(prompts.phase2_prompt(req.caption, req.lyrics, format_cot(_cot_fields(m))))
             for m in metadata_list
@@ -341,9 +384,9 @@ class Planner:
         if params.uses_cfg:
             uncond = self._encode(prompts.phase2_negative_prompt(req.caption, req.lyrics, req.lm_negative_prompt))
             rows += [uncond] * len(seeds)
-        total = target if target is not None else max_new
+        total = max(max_new)
         codes: list[list[int]] = []
-        for kind, value in self._decode_codes(rows, seeds, params, target, req.use_constrained_decoding, max_new,
+        for kind, value in self._decode_codes(rows, seeds, params, targets, req.use_constrained_decoding, max_new,
                                               should_stop):  # fmt: skip
             if kind == "progress":
                 yield PhaseProgress(phase=2, tokens=int(value), total_estimate=total)

@@ -23,9 +23,12 @@ from acestep_serving.errors import Unavailable
 from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
 from acestep_serving.worker import stream_from_thread
-from lm_service.describe import DESCRIBE_PHASE, DescribeRequest, Description
+from lm_service.constraints import strip_control_characters
+from lm_service.describe import DESCRIBE_PHASE, DescribeRequest, Description, check_request
 from lm_service.engine import EngineObserver, EngineOptions
+from lm_service.model_info import lm_model_info
 from lm_service.planner import ItemCodes, ItemMetadata, PhaseProgress, PhaseTimes, Planner, PlanRequest
+from lm_service.vocab import DURATION_MAX, DURATION_MIN
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,7 @@ def description_to_proto(description: Description) -> gen_pb2.SampleDescription:
         seed=description.seed,
         generated_tokens=description.generated_tokens,
         lm_time_seconds=description.lm_time_seconds,
+        warnings=[gen_pb2.Warning(field=name, message=text) for name, text in description.warnings],
     )
     bpm, duration = _number(description.bpm), _number(description.duration)
     if bpm is not None:
@@ -157,12 +161,15 @@ def progress_to_proto(event: PhaseProgress) -> gen_pb2.Progress:
 
 
 def metadata_to_proto(metadata: dict) -> gen_pb2.LmMetadata:
+    def text(key: str) -> str:  # the planner strips control characters; anything else in the dict too
+        return strip_control_characters(str(metadata.get(key) or ""))
+
     message = gen_pb2.LmMetadata(
-        caption=str(metadata.get("caption") or ""),
-        keyscale=str(metadata.get("keyscale") or ""),
-        language=str(metadata.get("language") or ""),
-        timesignature=str(metadata.get("timesignature") or ""),
-        cot_text=str(metadata.get("cot_text") or metadata.get("raw") or ""),
+        caption=text("caption"),
+        keyscale=text("keyscale"),
+        language=text("language"),
+        timesignature=text("timesignature"),
+        cot_text=text("cot_text") or text("raw"),
     )
     bpm, duration = _number(metadata.get("bpm")), _number(metadata.get("duration"))
     if bpm is not None:
@@ -182,8 +189,10 @@ def _number(value: object) -> float | None:
 
 
 class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
-    def __init__(self, admission: Admission, metrics: LMMetrics, max_batch: int = 8):
+    def __init__(self, admission: Admission, metrics: LMMetrics, max_batch: int = 8, model_name: str = ""):
+        """``model_name``: the LM folder it serves, as ListModels reports it."""
         self.planner: Planner | None = None
+        self.model_name = model_name
         self.admission = admission
         self.metrics = metrics
         self.max_batch = max_batch
@@ -204,10 +213,16 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
         def open_stream():
             if self.planner is None:
                 raise Unavailable("the LM is still loading; retry shortly")
-            return self._describe_stream(self.planner, describe_request(request.task))
+            req = describe_request(request.task)
+            check_request(self.planner, req)  # e.g. a token budget too small for the user's values
+            return self._describe_stream(self.planner, req)
 
         async for response in guarded_stream(context, self.metrics, "Describe", self.admission, open_stream):
             yield response
+
+    async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
+        """The model this replica serves (``loaded`` false while it loads)."""
+        return gen_pb2.ListModelsResponse(models=[lm_model_info(self.model_name, self.planner, self.max_batch)])
 
     async def _describe_stream(self, planner: Planner, req: DescribeRequest):
         async for event in stream_from_thread(lambda stop: planner.describe(req, stop), self.executor):
@@ -259,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_flags(parser, default_port=50051, max_concurrency=16, queue_size=64)
     add_model_flags(parser, default_model="acestep-5Hz-lm-0.6B")
     add_flag(parser, "backend", "torch", "torch (CPU or GPU) or vllm (GPU, optional extra)", choices=["torch", "vllm"])
+    add_flag(parser, "max-duration", DURATION_MAX, "longest song (seconds) the LM plans: the CoT's duration "
+             f"choices and requests stop there, and codes never go beyond it ({DURATION_MIN}-{DURATION_MAX}; "
+             "upstream lowers it on small GPUs)")
     add_flag(parser, "gpu-memory-utilization", 0.5, "vllm backend: share of GPU memory for weights + KV cache")
     add_flag(parser, "max-num-seqs", EngineOptions.max_num_seqs, "torch backend: KV-cache slots, i.e. sequences "
              "decoding at once across all requests (a song with LM CFG takes two)")
@@ -274,19 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
 async def start(args: argparse.Namespace, announce=print):
     from pathlib import Path
 
+    from acestep_serving.preflight import StartupError
     from acestep_serving.runner import start_model_server
 
+    if not DURATION_MIN <= args.max_duration <= DURATION_MAX:
+        raise StartupError(f"--max-duration {args.max_duration}: must be between {DURATION_MIN} and {DURATION_MAX}")
     metrics = LMMetrics()
     admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.admission_waited)
-    servicer = LanguageModelServicer(admission, metrics, max_batch=args.max_batch)
+    servicer = LanguageModelServicer(admission, metrics, max_batch=args.max_batch, model_name=args.model)
 
     def load(device: str, dtype: torch.dtype) -> None:
-        planner_options = {}
+        planner_options: dict = {"max_duration": args.max_duration}
         if args.backend == "vllm":
             options = {"gpu_memory_utilization": args.gpu_memory_utilization}
         else:
             options = {"decode_attention": args.decode_attention}
-            planner_options = {
+            planner_options |= {
                 "engine_options": EngineOptions(args.max_num_seqs, args.max_model_len, args.prefill_chunk,
                                                 max(args.prefill_chunk, EngineOptions.prefill_budget)),
                 "engine_observer": MetricsObserver(metrics),

@@ -1,8 +1,11 @@
 """One generate_music call over the LM and DiT services, as a stream of GenerateMusicResponse.
 
-validate -> resolve seeds -> encode uploads on the DiT -> LM.Plan (when the request needs it)
--> DiT.Synthesize, forwarding progress and audio as they arrive. Any failure raises; the server
-turns it into a gRPC status, so a half result is never reported as success.
+validate (the request alone, then against the models the replicas report: ListModels) -> resolve
+seeds -> encode uploads on the DiT -> LM.Plan (when the request needs it) -> DiT.Synthesize,
+forwarding progress, every item's LM metadata and audio as they arrive. Everything a deployment can
+check is checked before any model work. Any failure raises; the server turns it into a gRPC status,
+so a half result is never reported as success. What the services did on their own (a caption cut,
+seeds ignored) ends in GenerationDone.warnings.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from acestep_client import constants as c
 from acestep_client.audio_io import detect_format
 from acestep_client.convert import config_from_proto, params_from_proto, params_to_proto
-from acestep_client.errors import FailedPrecondition, InvalidArgument
+from acestep_client.errors import FailedPrecondition
 from acestep_client.keys import audio_key
 from acestep_client.proto.acestep.v1 import dit_pb2, lm_pb2, orchestrator_pb2
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
@@ -28,8 +33,12 @@ from acestep_client.validation import (
     validate_config,
     validate_params,
 )
+from acestep_client.wire_audio import stream_encoding_number
+from orchestrator.capabilities import ModelCatalog, check_request
+from orchestrator.notices import Notices, seed_warnings
 from orchestrator.planning import dit_conditions, lm_plan, sanitize_metadata, time_costs, with_cot
 from orchestrator.replicas import ReplicaPool
+from orchestrator.uploads import name_uploads, read_upload
 
 UPLOAD_CHUNK_BYTES = 1 << 20
 SILENCE_LEVEL = 1e-5
@@ -43,6 +52,13 @@ class Backends:
     dit: ReplicaPool
     lm: ReplicaPool | None = None
     audio_root: Path | None = None  # server-side paths are honoured only below this folder
+    # What the pools' replicas serve (ListModels), fetched on first need and cached.
+    dit_models: ModelCatalog = field(init=False)
+    lm_models: ModelCatalog | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dit_models = ModelCatalog(self.dit)
+        self.lm_models = ModelCatalog(self.lm) if self.lm is not None else None
 
 
 @dataclass
@@ -51,6 +67,7 @@ class _Run:
     lm_costs: dict[str, float] = field(default_factory=dict)
     dit_costs: dict[str, float] = field(default_factory=dict)
     first_audio: float | None = None
+    notices: Notices = field(default_factory=Notices)
 
 
 def _progress(stage: int, span: str, within: float, message: str, step: int = 0, total: int = 0):
@@ -58,23 +75,6 @@ def _progress(stage: int, span: str, within: float, message: str, step: int = 0,
     fraction = low + (high - low) * min(max(within, 0.0), 1.0)
     return orchestrator_pb2.GenerateMusicResponse(progress=gen_pb2.Progress(
         stage=stage, fraction=fraction, step=step, total_steps=total, message=message))
-
-
-def _read_upload(upload: gen_pb2.AudioInput, field_name: str, root: Path | None) -> bytes:
-    which = upload.WhichOneof("source")
-    if which == "data":
-        if not upload.data:
-            raise InvalidArgument(field_name, "audio upload is empty")
-        return upload.data
-    if which == "server_path":
-        if root is None:
-            raise InvalidArgument(field_name, "server-side paths are disabled on this server; upload the bytes")
-        path = (root / upload.server_path).resolve()
-        if not path.is_relative_to(root.resolve()) or not path.is_file():
-            raise InvalidArgument(field_name, f"server_path must name a file under the allowed root, got "
-                                              f"{upload.server_path!r}")
-        return path.read_bytes()
-    raise InvalidArgument(field_name, "the request names an audio file but carries no AudioInput for it")
 
 
 async def _encode(backends: Backends, data: bytes, filename: str, purpose: int, seed: int,
@@ -97,10 +97,12 @@ async def generate_events(
     on_first_audio: Callable[[float], None] = lambda seconds: None,
 ) -> AsyncIterator[orchestrator_pb2.GenerateMusicResponse]:
     run = _Run()
-    params = params_from_proto(request.params)
+    params = name_uploads(request, params_from_proto(request.params))
     config = config_from_proto(request.config)
     validate_params(params)
     validate_config(config)
+    # Chunks are encoded once, on the DiT, and forwarded untouched (the silence check uses ItemDone peak/rms).
+    stream_encoding = stream_encoding_number(request.stream_encoding)  # unknown numbers: INVALID_ARGUMENT
     # What the services see: spellings the spec allows ('Am', '6/8') in the models' canonical form.
     sent = dataclasses.replace(params, keyscale=normalize_keyscale(params.keyscale),
                                timesignature=normalize_timesignature(params.timesignature))
@@ -110,12 +112,17 @@ async def generate_events(
             f"this request needs the LM ({plan.reason}) but the deployment has no LM service; set thinking=False "
             "and use_cot_metas=False (or give audio_codes), or configure --lm"
         )
-    src_bytes = _read_upload(request.src_audio, "src_audio", backends.audio_root) if params.src_audio else None
-    ref_bytes = (_read_upload(request.reference_audio, "reference_audio", backends.audio_root)
+    check_request(params, config.batch_size, await backends.dit_models.models())
+    if plan.needed and backends.lm_models is not None:
+        check_request(params, config.batch_size, await backends.lm_models.models(), gen_pb2.MODEL_KIND_LM)
+    src_bytes = (read_upload(request.src_audio, "src_audio", params.src_audio, backends.audio_root)
+                 if params.src_audio else None)
+    ref_bytes = (read_upload(request.reference_audio, "reference_audio", params.reference_audio, backends.audio_root)
                  if params.reference_audio else None)
     seeds = resolve_seeds(params, config)
+    run.notices.add(*seed_warnings(config))
 
-    synth = dit_pb2.SynthesizeRequest(seeds=seeds, request_id=request.request_id)
+    synth = dit_pb2.SynthesizeRequest(seeds=seeds, request_id=request.request_id, stream_encoding=stream_encoding)
     if src_bytes is not None:
         yield _progress(gen_pb2.STAGE_ENCODE, "encode", 0.0, "encoding source audio")
         synth.src_audio.CopyFrom(await _encode(backends, src_bytes, params.src_audio, dit_pb2.ENCODE_PURPOSE_SOURCE,
@@ -142,11 +149,13 @@ async def generate_events(
         synth.audio_codes.extend(gen_pb2.ItemCodes(item_index=i, codes=codes) for i, codes in codes_by_item.items())
     synth.params.CopyFrom(params_to_proto(conditions))
 
-    async for response in backends.dit.stream("Synthesize", synth, timeout=timeout()):
+    async for response in _dit_stream(backends, synth, timeout):
         kind = response.WhichOneof("event")
         if kind == "progress":
             p = response.progress
             yield _progress(gen_pb2.STAGE_DIFFUSION, "dit", p.fraction, p.message, p.step, p.total_steps)
+        elif kind == "warning":
+            run.notices.add(response.warning)
         elif kind == "audio_chunk":
             if run.first_audio is None:
                 run.first_audio = time.perf_counter() - run.started
@@ -164,9 +173,18 @@ async def generate_events(
 
     costs = time_costs(run.lm_costs, run.dit_costs, time.perf_counter() - run.started)
     yield orchestrator_pb2.GenerateMusicResponse(time_costs=gen_pb2.TimeCosts(seconds=costs))
-    yield orchestrator_pb2.GenerateMusicResponse(done=orchestrator_pb2.GenerationDone(
-        status_message=f"generated {len(seeds)} item(s) in {costs['pipeline_total_time']:.2f} s",
-        num_items=len(seeds)))
+    yield orchestrator_pb2.GenerateMusicResponse(done=run.notices.done(
+        f"generated {len(seeds)} item(s) in {costs['pipeline_total_time']:.2f} s", len(seeds)))
+
+
+async def _dit_stream(backends: Backends, synth: dit_pb2.SynthesizeRequest, timeout):
+    """DiT.Synthesize; a failure makes the next request ask the replicas for their models again."""
+    try:
+        async for response in backends.dit.stream("Synthesize", synth, timeout=timeout()):
+            yield response
+    except grpc.aio.AioRpcError:
+        backends.dit_models.invalidate()
+        raise
 
 
 async def _plan(lm: ReplicaPool, params: GenerationParams, config, seeds: list[int], generate_codes: bool,
@@ -186,8 +204,12 @@ async def _plan(lm: ReplicaPool, params: GenerationParams, config, seeds: list[i
             meta = response.metadata
             values = sanitize_metadata(_metadata_dict(meta.metadata))
             metadata_by_item[meta.item_index] = values
-            if meta.item_index == 0:
-                yield orchestrator_pb2.GenerateMusicResponse(lm_metadata=meta.metadata)
+            streamed = gen_pb2.LmMetadata()
+            streamed.CopyFrom(meta.metadata)
+            streamed.item_index = meta.item_index  # every item plans on its own: each one's, indexed
+            yield orchestrator_pb2.GenerateMusicResponse(lm_metadata=streamed)
+        elif kind == "warning":
+            run.notices.add(response.warning)
         elif kind == "codes":
             codes_by_item[response.codes.item_index] = list(response.codes.codes)
         elif kind == "time_costs":

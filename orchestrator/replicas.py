@@ -9,6 +9,7 @@ and is retried on the next replica; anything later is the caller's error to see.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -96,6 +97,21 @@ class ReplicaPool:
                 last = exc
         assert last is not None
         raise last
+
+    async def each(self, method: str, request: Any, timeout: float | None = None) -> list[Any]:
+        """Unary ``method`` on every channel at once: the responses, with a failed call's AioRpcError in its place.
+
+        One channel per configured address; a DNS name's channel answers from one of the addresses behind it,
+        so replicas behind one name are taken to be alike (one Deployment).
+        """
+
+        async def one(stub: Any) -> Any:
+            try:
+                return await getattr(stub, method)(request, timeout=timeout, metadata=self.metadata)
+            except grpc.aio.AioRpcError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(stub) for stub in self._stubs)))
 
     async def close(self) -> None:
         for channel in self._channels:

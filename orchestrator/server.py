@@ -14,8 +14,8 @@ import grpc
 
 from acestep_client.client import read_pem
 from acestep_client.constants import SAMPLE_RATE
-from acestep_client.convert import params_from_proto
 from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestrator_pb2_grpc
+from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_serving.admission import Admission
 from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.rpc import guarded_stream
@@ -43,6 +43,15 @@ class OrchestratorMetrics(ServiceMetrics):
                                   buckets=RTF_BUCKETS)
 
 
+def _task_label(number: int) -> str:
+    """The metrics label of a request's task_type; a number no proto defines is refused later, counted as 'unknown'."""
+    if number == gen_pb2.TASK_TYPE_UNSPECIFIED:
+        return "text2music"
+    if number not in gen_pb2.TaskType.values():
+        return "unknown"
+    return gen_pb2.TaskType.Name(number).removeprefix("TASK_TYPE_").lower()
+
+
 class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServicer):
     def __init__(self, backends: Backends, admission: Admission, metrics: OrchestratorMetrics):
         self.backends = backends
@@ -50,7 +59,7 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
         self.metrics = metrics
 
     async def GenerateMusic(self, request, context):
-        task_type = params_from_proto(request.params).task_type if request.HasField("params") else "text2music"
+        task_type = _task_label(request.params.task_type)
         start = time.perf_counter()
         audio_frames = 0
 
@@ -79,6 +88,13 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
 
         async for event in guarded_stream(context, self.metrics, "DescribeMusic", self.admission, events):
             yield event
+
+    async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
+        """Every model the DiT and LM replicas report now (each distinct answer once); a replica that cannot
+        answer is left out. The same answers, cached, are what GenerateMusic checks requests against."""
+        catalogs = [self.backends.dit_models, self.backends.lm_models]
+        models = [m for catalog in catalogs if catalog is not None for m in await catalog.models(fresh=True)]
+        return gen_pb2.ListModelsResponse(models=models)
 
 
 @dataclass

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestrator_pb2
 from acestep_serving.metrics import merged_registry, serve_metrics
-from acestep_serving.runner import RunningServer
 from orchestrator.pipeline import Backends, generate_events
 from orchestrator.replicas import ReplicaPool
+
+if TYPE_CHECKING:  # runner imports torch: kept out of the start-up checks' path
+    from acestep_serving.runner import RunningServer
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +52,36 @@ def write_tiny_checkpoints(root: str | Path, seed: int = 0) -> Path:
     return root
 
 
-def has_checkpoints(root: Path, dit_model: str = DEFAULT_DIT_MODEL) -> bool:
-    return (root / dit_model / "config.json").is_file() and (root / "vae").is_dir()
+def _is_empty(root: Path) -> bool:
+    return not root.exists() or (root.is_dir() and not any(p for p in root.iterdir() if not p.name.startswith(".")))
 
 
 def ensure_checkpoints(root: str | Path, announce: Callable[[str], None] = print,
-                       dit_model: str = DEFAULT_DIT_MODEL) -> Path:
+                       dit_model: str = DEFAULT_DIT_MODEL, lm_model: str | None = DEFAULT_LM_MODEL) -> Path:
+    """``root`` with the models asked for: tiny random ones are written only into a missing or empty folder.
+
+    A folder that holds anything else is never written to: a mistyped ``--dit-model`` must not litter a
+    folder of real checkpoints with random ones. Raises StartupError naming the flag to fix.
+    """
+    from acestep_serving.preflight import StartupError, check_dit_model, check_lm_model
+
     root = Path(root)
-    if not has_checkpoints(root, dit_model):
+    if _is_empty(root):
+        from dit_service.tiny_checkpoint import VARIANTS
+
+        if dit_model not in VARIANTS:
+            raise StartupError(f"--dit-model {dit_model}: no such model in {root} (an empty folder; tiny random "
+                               f"checkpoints exist for {', '.join(VARIANTS)} only)")
+        if lm_model not in (None, DEFAULT_LM_MODEL):
+            raise StartupError(f"--lm-model {lm_model}: no such model in {root} (an empty folder; tiny random "
+                               f"checkpoints exist for {DEFAULT_LM_MODEL} only)")
         announce(f"no ACE-Step checkpoints in {root}: writing tiny random ones")
         write_tiny_checkpoints(root)
+    elif root.exists() and not root.is_dir():
+        raise StartupError(f"--checkpoints {root}: not a folder")
+    check_dit_model(root, dit_model)
+    if lm_model is not None:
+        check_lm_model(root, lm_model)
     if (root / RANDOM_WEIGHTS_MARKER).exists():
         announce(RANDOM_WEIGHTS_WARNING.format(root=root))
     return root
@@ -82,6 +107,30 @@ def _common_flags(checkpoints: Path, model: str, device: str, dtype: str) -> lis
             "--port", "0", "--host", "127.0.0.1"]
 
 
+def preflight(checkpoints: str | Path, *, port: int = 0, lm_port: int = 0, dit_port: int = 0,
+              metrics_port: int = -1, dit_model: str = DEFAULT_DIT_MODEL, lm_model: str | None = DEFAULT_LM_MODEL,
+              device: str = "auto", dtype: str = "auto") -> None:
+    """What can be checked before loading, cheapest first; raises StartupError naming the flag to fix."""
+    from acestep_serving.preflight import (
+        check_device,
+        check_device_name,
+        check_dit_model,
+        check_dtype,
+        check_lm_model,
+        check_ports,
+    )
+
+    check_ports("127.0.0.1", [("--port", port), ("--lm-port", lm_port), ("--dit-port", dit_port),
+                              ("--metrics-port", metrics_port)])
+    check_device_name(device)
+    if not _is_empty(Path(checkpoints)):  # an empty folder gets tiny checkpoints (ensure_checkpoints)
+        check_dit_model(checkpoints, dit_model)
+        if lm_model is not None:
+            check_lm_model(checkpoints, lm_model)
+    check_device(device)  # these import torch: seconds
+    check_dtype(dtype)
+
+
 async def start_stack(
     checkpoints: str | Path = "./checkpoints", *, port: int = 0, lm_port: int = 0, dit_port: int = 0,
     dit_model: str = DEFAULT_DIT_MODEL, lm_model: str | None = DEFAULT_LM_MODEL, device: str = "auto",
@@ -94,31 +143,67 @@ async def start_stack(
     ``extra_model_flags`` go to both model servers (e.g. their TLS), ``lm_flags`` / ``dit_flags`` to one
     (e.g. ``--max-num-seqs``, ``--batch-wait-ms``), ``extra_orchestrator_flags`` to the front.
     """
-    from dit_service import server as dit_server
+    preflight(checkpoints, port=port, lm_port=lm_port, dit_port=dit_port, metrics_port=metrics_port,
+              dit_model=dit_model, lm_model=lm_model, device=device, dtype=dtype)
+    root = ensure_checkpoints(checkpoints, announce, dit_model, lm_model)
+    from dit_service import server as dit_server  # the model code: imported once the checks passed
     from lm_service import server as lm_server
     from orchestrator.server import build_parser, start_orchestrator
 
-    root = ensure_checkpoints(checkpoints, announce, dit_model)
-    dit_args = dit_server.build_parser().parse_args(
-        [*_common_flags(root, dit_model, device, dtype), "--port", str(dit_port), *extra_model_flags, *dit_flags])
-    dit = await dit_server.start(dit_args, announce)
-    lm = None
-    if lm_model is not None:
-        lm_args = lm_server.build_parser().parse_args(
-            [*_common_flags(root, lm_model, device, dtype), "--port", str(lm_port), *extra_model_flags, *lm_flags])
-        lm = await lm_server.start(lm_args, announce)
-    await asyncio.gather(dit.loaded, *([lm.loaded] if lm else []))
-    orch_args = build_parser().parse_args([
-        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "-1",
-        "--dit", dit.address, "--lm", lm.address if lm else "", *extra_orchestrator_flags])
-    orch = await start_orchestrator(orch_args, announce)
-    stack = Stack(lm, dit, orch, f"127.0.0.1:{orch.port}")
-    if metrics_port >= 0:
-        registries = [orch.metrics.registry, dit.servicer.metrics.registry]
-        registries += [lm.servicer.metrics.registry] if lm else []
-        stack.metrics_port = serve_metrics(merged_registry(registries), metrics_port)
-        announce(f"serve all: metrics of every service on http://127.0.0.1:{stack.metrics_port}/metrics")
+    started: list = []  # stopped again if anything below fails or the caller gives up (Ctrl-C)
+    try:
+        dit_args = dit_server.build_parser().parse_args(
+            [*_common_flags(root, dit_model, device, dtype), "--port", str(dit_port), *extra_model_flags,
+             *dit_flags])
+        dit = await _started(dit_server.start(dit_args, announce), started)
+        lm = None
+        if lm_model is not None:
+            lm_args = lm_server.build_parser().parse_args(
+                [*_common_flags(root, lm_model, device, dtype), "--port", str(lm_port), *extra_model_flags,
+                 *lm_flags])
+            lm = await _started(lm_server.start(lm_args, announce), started)
+        await asyncio.gather(dit.loaded, *([lm.loaded] if lm else []))
+        orch_args = build_parser().parse_args([
+            "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "-1",
+            "--dit", dit.address, "--lm", lm.address if lm else "", *extra_orchestrator_flags])
+        orch = await _started(start_orchestrator(orch_args, announce), started)
+        stack = Stack(lm, dit, orch, f"127.0.0.1:{orch.port}")
+        if metrics_port >= 0:
+            registries = [orch.metrics.registry, dit.servicer.metrics.registry]
+            registries += [lm.servicer.metrics.registry] if lm else []
+            stack.metrics_port = serve_metrics(merged_registry(registries), metrics_port)
+            announce(f"serve all: metrics of every service on http://127.0.0.1:{stack.metrics_port}/metrics")
+    except BaseException:
+        await _stop_all(started)
+        raise
     return stack
+
+
+async def _started(starting: Awaitable, started: list) -> Any:
+    """Await a server's start; whatever happens (Ctrl-C mid-start too), a server that did start joins ``started``.
+
+    The start runs as its own task: cancelling the caller lets it finish (it only binds a port and
+    spawns the load), so the half-started server is known and can be stopped.
+    """
+    task = asyncio.ensure_future(starting)
+    try:
+        server = await asyncio.shield(task)
+    except BaseException:
+        if not task.done():
+            with contextlib.suppress(BaseException):
+                await task
+        if task.done() and not task.cancelled() and task.exception() is None:
+            started.append(task.result())
+        raise
+    started.append(server)
+    return server
+
+
+async def _stop_all(servers: Sequence) -> None:
+    """Stop what started, newest first, so no gRPC server outlives the event loop ("Event loop is closed")."""
+    for server in reversed(servers):
+        with contextlib.suppress(Exception):
+            await asyncio.shield(server.stop())
 
 
 @asynccontextmanager
@@ -167,19 +252,38 @@ def build_serve_all_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve_all_main(argv: list[str] | None = None) -> None:
+def serve_all_main(argv: list[str] | None = None) -> int:
+    """``acestep serve all``: a start-up problem prints one line naming the flag and returns 1."""
+    from acestep_client.errors import AceStepError
+
     args = build_serve_all_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level)
+    serving = False
 
     async def run() -> None:
+        nonlocal serving
         stack = await start_stack(
             args.checkpoints, port=args.port, lm_port=args.lm_port, dit_port=args.dit_port,
             dit_model=args.dit_model, lm_model=None if args.lm_model == "none" else args.lm_model,
             device=args.device, dtype=args.dtype, metrics_port=args.metrics_port)
+        serving = True
         print(f"acestep: serving generate_music on {stack.address}", flush=True)
         try:
             await stack.orchestrator.server.wait_for_termination()
         finally:
             await stack.stop()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except AceStepError as exc:  # a busy port, a missing model folder, a device this machine lacks, ...
+        print(f"acestep serve all: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if serving:
+            raise
+        log.debug("start-up failed", exc_info=True)
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        print(f"acestep serve all: error: loading the models failed: {type(exc).__name__}: {first_line} "
+              "(--log-level DEBUG shows where)", file=sys.stderr)
+        return 1
+    return 0

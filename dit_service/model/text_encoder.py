@@ -6,6 +6,7 @@ post-processor (which appends ``<|endoftext|>``) applies exactly as in the relea
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +34,21 @@ class PromptTokenizer:
         if pad_id is None:
             raise ValueError(f"{tokenizer_file} has no {END_OF_TEXT} token")
         self.pad_id = pad_id
+        # Truncation is state of the tokenizer, and requests tokenize on several worker threads at once.
+        self._lock = threading.Lock()
 
     def encode(self, text: str, max_length: int) -> list[int]:
-        self._tokenizer.enable_truncation(max_length=max_length)
-        try:
-            return self._tokenizer.encode(text, add_special_tokens=True).ids
-        finally:
-            self._tokenizer.no_truncation()
+        with self._lock:
+            self._tokenizer.enable_truncation(max_length=max_length)
+            try:
+                return self._tokenizer.encode(text, add_special_tokens=True).ids
+            finally:
+                self._tokenizer.no_truncation()
+
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` with nothing cut (the appended end-of-text included)."""
+        with self._lock:
+            return len(self._tokenizer.encode(text, add_special_tokens=True).ids)
 
     def batch(self, texts: list[str], max_length: int, device: torch.device | str) -> TokenBatch:
         encoded = [self.encode(t, max_length) for t in texts]

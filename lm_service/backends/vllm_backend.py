@@ -255,12 +255,12 @@ class VllmBackend:
         _refuse_cfg(req.lm_cfg_scale)
 
     # -- engine loop ----------------------------------------------------------------------------
-    def _check_fits(self, rows: list[list[int]], exact_tokens: int | None) -> None:
-        for prompt in rows:
-            need = len(prompt) + (exact_tokens or 1)
-            if need > self.max_model_len:
+    def _check_fits(self, rows: list[list[int]], exact_tokens: list[int | None] | None) -> None:
+        for i, prompt in enumerate(rows):
+            generate = (exact_tokens[i] if exact_tokens is not None else None) or 1
+            if len(prompt) + generate > self.max_model_len:
                 raise FailedPrecondition(
-                    f"prompt of {len(prompt)} tokens + {exact_tokens or 1} to generate exceeds the vllm backend's "
+                    f"prompt of {len(prompt)} tokens + {generate} to generate exceeds the vllm backend's "
                     f"max_model_len {self.max_model_len}; load it with a larger max_model_len"
                 )
 
@@ -340,21 +340,23 @@ class VllmBackend:
         rows: list[list[int]],
         seeds: list[int],
         params: SamplingParams,
-        target_codes: int | None,
+        target_codes: list[int | None],
         constrained: bool,
-        max_new_tokens: int,
+        max_new_tokens: list[int],
         should_stop: Callable[[], bool],
     ) -> Iterator[tuple[str, object]]:
-        """Audio codes of each item (EOS excluded); exactly ``target_codes`` when constrained and given."""
+        """Audio codes of each item (EOS excluded), per item: exactly ``target_codes[i]`` when constrained
+        and given (the item's planned duration), else up to ``max_new_tokens[i]``."""
         _refuse_cfg(params.cfg_scale)
-        if len(rows) != len(seeds):
-            raise ValueError("vllm backend: one prompt row per seed, no CFG rows")
-        exact = target_codes if constrained and target_codes is not None else None
-        self._check_fits(rows, exact)
+        if not len(rows) == len(seeds) == len(target_codes) == len(max_new_tokens):
+            raise ValueError("vllm backend: one prompt row, target and budget per seed, no CFG rows")
+        self._check_fits(rows, [t if constrained else None for t in target_codes])
         states = [RequestState(top_k=params.top_k, top_p=params.top_p) for _ in seeds]
 
         def make_kwargs(i: int, key: str) -> dict:
-            return phase2_sampling_kwargs(self.table, params, seeds[i], target_codes, constrained, max_new_tokens, key)
+            return phase2_sampling_kwargs(
+                self.table, params, seeds[i], target_codes[i], constrained, max_new_tokens[i], key
+            )
 
         outputs = yield from self._generate(rows, states, make_kwargs, should_stop)
         yield "done", [codes_from_tokens(tokens, self.table) for tokens in outputs]

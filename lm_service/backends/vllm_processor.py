@@ -119,14 +119,16 @@ def feed_new_tokens(state: RequestState, output_ids: list[int]) -> None:
         state.consumed += 1
 
 
-def constrain_row(row_logits: torch.Tensor, state: RequestState, caption_block: torch.Tensor) -> torch.Tensor:
+def constrain_row(
+    row_logits: torch.Tensor, state: RequestState, caption_block: torch.Tensor, text_block: torch.Tensor | None = None
+) -> torch.Tensor:
     """The row masked by the machine's rule; after an error only EOS, so the request ends at once."""
     machine = state.machine
     if machine is None:
         return row_logits
     if state.error is None:
         try:
-            return apply_rule(row_logits, machine.rule(row_logits), caption_block)
+            return apply_rule(row_logits, machine.rule(row_logits), caption_block, text_block)
         except (RuntimeError, IndexError, KeyError) as error:
             state.error = f"constraint rule failed: {error}"
     eos = machine.vocab.table.eos_id
@@ -154,7 +156,7 @@ class ConstraintCore:
     def __init__(self, registry: RequestRegistry = REGISTRY) -> None:
         self.registry = registry
         self.rows: dict[int, _Row] = {}
-        self._caption_blocks: dict[tuple[int, torch.device], tuple[CotVocabulary, torch.Tensor]] = {}
+        self._blocks: dict[tuple[int, torch.device], tuple[CotVocabulary, torch.Tensor, torch.Tensor | None]] = {}
         ConstraintCore.created += 1
 
     def update(
@@ -182,11 +184,13 @@ class ConstraintCore:
             if swap and row_b is not None:
                 self.rows[a] = row_b
 
-    def _caption_block(self, vocab: CotVocabulary, device: torch.device) -> torch.Tensor:
+    def _block_lists(self, vocab: CotVocabulary, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The vocabulary's caption and lyrics block-lists on ``device`` (copied once)."""
         cache_key = (id(vocab), device)
-        if cache_key not in self._caption_blocks:
-            self._caption_blocks[cache_key] = (vocab, vocab.caption_block_tensor.to(device))
-        return self._caption_blocks[cache_key][1]
+        if cache_key not in self._blocks:
+            text = vocab.text_block_tensor.to(device) if vocab.text_block_tensor is not None else None
+            self._blocks[cache_key] = (vocab, vocab.caption_block_tensor.to(device), text)
+        return self._blocks[cache_key][1], self._blocks[cache_key][2]
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """Mask and filter our rows of ``logits`` (fp32 ``[rows, vocab]``) in place; other rows untouched."""
@@ -195,8 +199,8 @@ class ConstraintCore:
             state = row.state
             if state.machine is not None:
                 feed_new_tokens(state, row.output_ids)
-                block = self._caption_block(state.machine.vocab, logits.device)
-                logits[index] = constrain_row(logits[index], state, block)
+                caption_block, text_block = self._block_lists(state.machine.vocab, logits.device)
+                logits[index] = constrain_row(logits[index], state, caption_block, text_block)
             if state.filters:
                 groups.setdefault((state.top_k, state.top_p), []).append(index)
         for (top_k, top_p), indices in groups.items():

@@ -86,6 +86,7 @@ class LMEngine:
         caption_block: torch.Tensor,
         options: EngineOptions | None = None,
         observer: EngineObserver | None = None,
+        text_block: torch.Tensor | None = None,
     ):
         self.options = options or EngineOptions()
         if self.options.max_num_seqs < 2:
@@ -98,7 +99,7 @@ class LMEngine:
         lo, hi = table.code_id_range()
         code_ids = torch.cat([torch.arange(lo, hi), torch.tensor([table.eos_id])])
         self.runner = ModelRunner(backend, self.pool, code_ids)
-        self.sampler = GroupSampler(self.runner, lo, hi - lo, table.eos_id, caption_block)
+        self.sampler = GroupSampler(self.runner, lo, hi - lo, table.eos_id, caption_block, text_block)
         self.stop_ids = {table.eos_id} | ({table.pad_id} if table.pad_id is not None else set())
         self._cv = threading.Condition()
         self._incoming: list[RequestHandle] = []

@@ -20,13 +20,25 @@ NOISE_CHUNK_STEPS = 32  # code groups draw their Exp(1) noise 32 steps at a time
 
 
 class GroupSampler:
-    def __init__(self, runner: ModelRunner, code_base: int, num_codes: int, eos_id: int, caption_block: torch.Tensor):
-        """The code head's local index ``i < num_codes`` is id ``code_base + i``; index ``num_codes`` is EOS."""
+    def __init__(
+        self,
+        runner: ModelRunner,
+        code_base: int,
+        num_codes: int,
+        eos_id: int,
+        caption_block: torch.Tensor,
+        text_block: torch.Tensor | None = None,
+    ):
+        """The code head's local index ``i < num_codes`` is id ``code_base + i``; index ``num_codes`` is EOS.
+
+        ``caption_block`` / ``text_block``: ids a caption / the lyrics may not contain (the CoT vocabulary's).
+        """
         self.runner = runner
         self.code_base = code_base
         self.num_codes = num_codes
         self.eos_id = eos_id
         self.caption_block = caption_block.to(runner.device)
+        self.text_block = text_block.to(runner.device) if text_block is not None else None
 
     def __call__(self, groups: list[SequenceGroup], hidden: list[torch.Tensor]) -> list[int]:
         """``hidden[i]`` holds group i's rows (cond, then uncond); returns one vocabulary id per group."""
@@ -34,7 +46,7 @@ class GroupSampler:
         for i, group in enumerate(groups):
             machine = group.spec.machine
             if machine is not None and not machine.finished:
-                guided[i] = apply_rule(guided[i], machine.rule(guided[i]), self.caption_block)
+                guided[i] = apply_rule(guided[i], machine.rule(guided[i]), self.caption_block, self.text_block)
         tokens: list[int] = [0] * len(groups)
         batches: dict[tuple, list[int]] = defaultdict(list)
         for i, group in enumerate(groups):

@@ -36,7 +36,7 @@ def _task(mode: str, **inputs):
         ("understand", {"audio_codes": "<|audio_code_1|>" * 3001}, "audio_codes"),
         ("create_sample", {"query": "q" * 513}, "query"),
         ("create_sample", {"vocal_language": "xx"}, "vocal_language"),
-        ("format_sample", {"caption": "c" * 513}, "caption"),
+        ("format_sample", {"caption": "c" * 4097}, "caption"),
         ("format_sample", {"lyrics": "l" * 4097}, "lyrics"),
         ("format_sample", {"user_metadata": {"bpm": 301}}, "bpm"),
         ("format_sample", {"user_metadata": {"bpm": "fast"}}, "bpm"),

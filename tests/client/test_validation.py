@@ -10,7 +10,7 @@ SRC = {"src_audio": "song.flac"}
 # (overrides, field named in the error, text the message must contain)
 BAD_PARAMS = [
     ({"task_type": "remix"}, "task_type", "text2music, cover"),
-    ({"caption": "x" * 513}, "caption", "at most 512"),
+    ({"caption": "x" * 4097}, "caption", "at most 4096"),
     ({"lyrics": "x" * 4097}, "lyrics", "at most 4096"),
     ({"instruction": "x" * 513}, "instruction", "at most 512"),
     ({"lm_negative_prompt": "x" * 513}, "lm_negative_prompt", "at most 512"),

@@ -178,3 +178,15 @@ def test_gpu_session_skips_what_the_budget_cannot_fit(tmp_path: Path) -> None:
     assert status["e2e"] == status["dit"] == status["dit_snake"] == status["lm_compile"] == "skipped (budget)"
     assert status["cuda_tests"] == "ok"
     assert json.loads((out / "lm.json").read_text())["codes"] == 1200
+
+
+def test_wire_bench_reports_bytes_per_song_for_every_stream_encoding(tmp_path: Path) -> None:
+    report = load_bench("wire").main(["--sources", "music", "--seconds", "16", "--out", str(tmp_path / "w.json")])
+    assert json.loads((tmp_path / "w.json").read_text()) == report
+    rows = report["sources"]["music"]
+    assert list(rows) == ["pcm_f32le", "pcm_s16le", "flac", "opus"]
+    samples = 16 * 48_000 * 2
+    assert samples * 4 < rows["pcm_f32le"]["wire_bytes"] < samples * 4 * 1.001  # float32 plus message overhead
+    assert rows["pcm_s16le"]["ratio_to_f32"] == pytest.approx(0.5, abs=0.001)
+    assert rows["opus"]["wire_bytes"] < rows["flac"]["wire_bytes"] < rows["pcm_s16le"]["wire_bytes"]
+    assert all(row["encode_ms_per_window_mean"] > 0 and row["chunks"] >= 2 for row in rows.values())

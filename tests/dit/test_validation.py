@@ -38,7 +38,7 @@ BAD_FIELDS = [
     ("cfg_interval_start", {"cfg_interval_start": 0.8, "cfg_interval_end": 0.2}),
     ("cfg_interval_end", {"cfg_interval_end": 1.5}),
     ("audio_cover_strength", {"audio_cover_strength": -0.1}),
-    ("caption", {"caption": "x" * 513}),
+    ("caption", {"caption": "x" * 4097}),
     ("lyrics", {"lyrics": "x" * 4097}),
     ("src_audio", {"task_type": "repaint"}),
     ("src_audio", {"task_type": "cover", "src_audio": torch.zeros(1, 100)}),

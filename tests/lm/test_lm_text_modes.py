@@ -76,10 +76,11 @@ def test_constrained_output_is_a_full_cot_then_lyrics_without_codes(planner: Pla
 def test_format_sample_keeps_user_metadata_verbatim(planner: Planner) -> None:
     _, result = _describe(planner, mode="format_sample", caption="latin pop", lyrics="[Verse]\nhola", bpm=100,
                           duration=95.5, keyscale="Am", timesignature="3/4", language="es", seed=4)  # fmt: skip
-    # 'Am' and '3/4' are written in the LM's canonical spelling; the duration as whole seconds.
+    # 'Am' and '3/4' are written in the LM's canonical spelling; the CoT holds whole seconds, the result
+    # the user's duration as given.
     assert "bpm: 100\n" in result.raw_text and "duration: 95\n" in result.raw_text
     assert (result.bpm, result.duration, result.keyscale, result.timesignature, result.language) == (
-        100, 95.0, "A minor", "3", "es"
+        100, 95.5, "A minor", "3", "es"
     )  # fmt: skip
 
 

@@ -4,7 +4,8 @@ The script: 2 items whose audio arrives split and out of order, interleaved betw
 per-item gains, LM metadata, progress (one step backwards, which the client must not show), time
 costs in two events, and done. The request's caption picks a variant:
 ``abort`` (INVALID_ARGUMENT after some chunks), ``no-done`` (stream ends early), ``silent``
-(item 1 is silent).
+(item 1 is silent), ``refuse`` (INVALID_ARGUMENT on inference_steps right after queued, before any
+model work, as a turbo deployment refuses too many steps).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ GAINS = (0.5, 2.0)
 SEEDS = (42, 7)
 CODES = ("<|audio_code_1|><|audio_code_2|>", "<|audio_code_3|>")
 ABORT_DETAILS = "bpm: must be between 30 and 300, got 12"
+REFUSE_DETAILS = "inference_steps: must be between 1 and 8 on acestep-v15-turbo, a turbo model, got 50"
 
 
 def raw_audio(item: int) -> np.ndarray:
@@ -124,6 +126,9 @@ class FakeMusicService(orch_grpc.MusicGenerationServiceServicer):
         if caption == "abort":
             yield from events[:8]
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, ABORT_DETAILS)
+        elif caption == "refuse":
+            yield from events[:1]
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, REFUSE_DETAILS)
         elif caption == "no-done":
             yield from events[:-1]
         else:

@@ -48,6 +48,35 @@ def test_lm_metadata_is_absent_when_the_stream_sent_none(kit):
     assert result.success and "lm_metadata" not in result.extra_outputs
 
 
+def test_every_items_lm_metadata_is_kept_by_index_and_the_first_stays_lm_metadata(kit):
+    events = kit.script(kit.scripted_request())
+    at = next(i for i, e in enumerate(events) if e.WhichOneof("event") == "lm_metadata")
+    second = orch.GenerateMusicResponse()
+    second.CopyFrom(events[at])
+    second.lm_metadata.item_index, second.lm_metadata.bpm = 1, 96
+    events.insert(at, second)  # item 1's may come first
+    result = assemble(events)
+    by_item = result.extra_outputs["lm_metadata_by_item"]
+    assert [m["bpm"] for m in by_item] == [120, 96]
+    assert result.extra_outputs["lm_metadata"] == by_item[0]
+
+
+def test_warnings_reach_the_status_message_and_extra_outputs(kit):
+    events = kit.script(kit.scripted_request())
+    done = events[-1].done
+    done.warnings.add(field="caption", message="kept 170 of its 1200 tokens")
+    done.warnings.add(field="seeds", message="ignored: use_random_seed is true")
+    done.status_message += "\nwarning (seeds): ignored: use_random_seed is true"  # a server puts them there too
+    result = assemble(events)
+    assert result.extra_outputs["warnings"] == [
+        {"field": "caption", "message": "kept 170 of its 1200 tokens"},
+        {"field": "seeds", "message": "ignored: use_random_seed is true"},
+    ]
+    assert result.status_message.count("ignored: use_random_seed is true") == 1
+    assert result.status_message.endswith("\nwarning (caption): kept 170 of its 1200 tokens")
+    assert assemble(kit.script(kit.scripted_request())).extra_outputs["warnings"] == []
+
+
 def test_progress_fractions_are_monotone_and_end_at_one(kit):
     seen: list[tuple[float, str]] = []
     result = assemble(kit.script(kit.scripted_request()), progress=lambda f, desc: seen.append((f, desc)))

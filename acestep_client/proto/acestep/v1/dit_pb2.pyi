@@ -18,7 +18,7 @@ ENCODE_PURPOSE_SOURCE: EncodePurpose
 ENCODE_PURPOSE_REFERENCE: EncodePurpose
 
 class SynthesizeRequest(_message.Message):
-    __slots__ = ("params", "seeds", "audio_codes", "src_audio", "reference_audio", "chunk_frames", "request_id")
+    __slots__ = ("params", "seeds", "audio_codes", "src_audio", "reference_audio", "chunk_frames", "request_id", "stream_encoding")
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     AUDIO_CODES_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class SynthesizeRequest(_message.Message):
     REFERENCE_AUDIO_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FRAMES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ENCODING_FIELD_NUMBER: _ClassVar[int]
     params: _generation_pb2.GenerationParams
     seeds: _containers.RepeatedScalarFieldContainer[int]
     audio_codes: _containers.RepeatedCompositeFieldContainer[_generation_pb2.ItemCodes]
@@ -33,7 +34,8 @@ class SynthesizeRequest(_message.Message):
     reference_audio: _generation_pb2.EncodedAudio
     chunk_frames: int
     request_id: str
-    def __init__(self, params: _Optional[_Union[_generation_pb2.GenerationParams, _Mapping]] = ..., seeds: _Optional[_Iterable[int]] = ..., audio_codes: _Optional[_Iterable[_Union[_generation_pb2.ItemCodes, _Mapping]]] = ..., src_audio: _Optional[_Union[_generation_pb2.EncodedAudio, _Mapping]] = ..., reference_audio: _Optional[_Union[_generation_pb2.EncodedAudio, _Mapping]] = ..., chunk_frames: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    stream_encoding: _generation_pb2.StreamEncoding
+    def __init__(self, params: _Optional[_Union[_generation_pb2.GenerationParams, _Mapping]] = ..., seeds: _Optional[_Iterable[int]] = ..., audio_codes: _Optional[_Iterable[_Union[_generation_pb2.ItemCodes, _Mapping]]] = ..., src_audio: _Optional[_Union[_generation_pb2.EncodedAudio, _Mapping]] = ..., reference_audio: _Optional[_Union[_generation_pb2.EncodedAudio, _Mapping]] = ..., chunk_frames: _Optional[int] = ..., request_id: _Optional[str] = ..., stream_encoding: _Optional[_Union[_generation_pb2.StreamEncoding, str]] = ...) -> None: ...
 
 class ItemDone(_message.Message):
     __slots__ = ("item_index", "seed", "num_frames", "gain", "peak", "rms")
@@ -52,16 +54,18 @@ class ItemDone(_message.Message):
     def __init__(self, item_index: _Optional[int] = ..., seed: _Optional[int] = ..., num_frames: _Optional[int] = ..., gain: _Optional[float] = ..., peak: _Optional[float] = ..., rms: _Optional[float] = ...) -> None: ...
 
 class SynthesizeResponse(_message.Message):
-    __slots__ = ("progress", "audio_chunk", "item_done", "time_costs")
+    __slots__ = ("progress", "audio_chunk", "item_done", "time_costs", "warning")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     AUDIO_CHUNK_FIELD_NUMBER: _ClassVar[int]
     ITEM_DONE_FIELD_NUMBER: _ClassVar[int]
     TIME_COSTS_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
     progress: _generation_pb2.Progress
     audio_chunk: _generation_pb2.AudioChunk
     item_done: ItemDone
     time_costs: _generation_pb2.TimeCosts
-    def __init__(self, progress: _Optional[_Union[_generation_pb2.Progress, _Mapping]] = ..., audio_chunk: _Optional[_Union[_generation_pb2.AudioChunk, _Mapping]] = ..., item_done: _Optional[_Union[ItemDone, _Mapping]] = ..., time_costs: _Optional[_Union[_generation_pb2.TimeCosts, _Mapping]] = ...) -> None: ...
+    warning: _generation_pb2.Warning
+    def __init__(self, progress: _Optional[_Union[_generation_pb2.Progress, _Mapping]] = ..., audio_chunk: _Optional[_Union[_generation_pb2.AudioChunk, _Mapping]] = ..., item_done: _Optional[_Union[ItemDone, _Mapping]] = ..., time_costs: _Optional[_Union[_generation_pb2.TimeCosts, _Mapping]] = ..., warning: _Optional[_Union[_generation_pb2.Warning, _Mapping]] = ...) -> None: ...
 
 class EncodeAudioRequest(_message.Message):
     __slots__ = ("format", "data", "filename", "purpose", "seed")

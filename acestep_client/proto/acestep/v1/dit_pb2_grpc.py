@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from acestep_client.proto.acestep.v1 import dit_pb2 as acestep_dot_v1_dot_dit__pb2
+from acestep_client.proto.acestep.v1 import generation_pb2 as acestep_dot_v1_dot_generation__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -44,6 +45,11 @@ class DiffusionServiceStub:
                 request_serializer=acestep_dot_v1_dot_dit__pb2.EncodeAudioRequest.SerializeToString,
                 response_deserializer=acestep_dot_v1_dot_dit__pb2.EncodeAudioResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/acestep.v1.DiffusionService/ListModels',
+                request_serializer=acestep_dot_v1_dot_generation__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=acestep_dot_v1_dot_generation__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class DiffusionServiceServicer:
@@ -63,6 +69,13 @@ class DiffusionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The model this replica serves and its limits (task types, steps, duration, batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DiffusionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_DiffusionServiceServicer_to_server(servicer, server):
                     servicer.EncodeAudio,
                     request_deserializer=acestep_dot_v1_dot_dit__pb2.EncodeAudioRequest.FromString,
                     response_serializer=acestep_dot_v1_dot_dit__pb2.EncodeAudioResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=acestep_dot_v1_dot_generation__pb2.ListModelsRequest.FromString,
+                    response_serializer=acestep_dot_v1_dot_generation__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +149,33 @@ class DiffusionService:
             '/acestep.v1.DiffusionService/EncodeAudio',
             acestep_dot_v1_dot_dit__pb2.EncodeAudioRequest.SerializeToString,
             acestep_dot_v1_dot_dit__pb2.EncodeAudioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/acestep.v1.DiffusionService/ListModels',
+            acestep_dot_v1_dot_generation__pb2.ListModelsRequest.SerializeToString,
+            acestep_dot_v1_dot_generation__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,6 +24,20 @@ class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIO_FORMAT_WAV: _ClassVar[AudioFormat]
     AUDIO_FORMAT_MP3: _ClassVar[AudioFormat]
 
+class StreamEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_ENCODING_UNSPECIFIED: _ClassVar[StreamEncoding]
+    STREAM_ENCODING_PCM_F32LE: _ClassVar[StreamEncoding]
+    STREAM_ENCODING_PCM_S16LE: _ClassVar[StreamEncoding]
+    STREAM_ENCODING_FLAC: _ClassVar[StreamEncoding]
+    STREAM_ENCODING_OPUS: _ClassVar[StreamEncoding]
+
+class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
+    MODEL_KIND_DIT: _ClassVar[ModelKind]
+    MODEL_KIND_LM: _ClassVar[ModelKind]
+
 class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STAGE_UNSPECIFIED: _ClassVar[Stage]
@@ -46,6 +60,14 @@ AUDIO_FORMAT_UNSPECIFIED: AudioFormat
 AUDIO_FORMAT_FLAC: AudioFormat
 AUDIO_FORMAT_WAV: AudioFormat
 AUDIO_FORMAT_MP3: AudioFormat
+STREAM_ENCODING_UNSPECIFIED: StreamEncoding
+STREAM_ENCODING_PCM_F32LE: StreamEncoding
+STREAM_ENCODING_PCM_S16LE: StreamEncoding
+STREAM_ENCODING_FLAC: StreamEncoding
+STREAM_ENCODING_OPUS: StreamEncoding
+MODEL_KIND_UNSPECIFIED: ModelKind
+MODEL_KIND_DIT: ModelKind
+MODEL_KIND_LM: ModelKind
 STAGE_UNSPECIFIED: Stage
 STAGE_QUEUED: Stage
 STAGE_ENCODE: Stage
@@ -195,7 +217,7 @@ class EncodedAudio(_message.Message):
     def __init__(self, frames: _Optional[int] = ..., channels: _Optional[int] = ..., latents_f32le: _Optional[bytes] = ..., codes: _Optional[_Iterable[int]] = ..., duration_s: _Optional[float] = ..., num_samples: _Optional[int] = ...) -> None: ...
 
 class LmMetadata(_message.Message):
-    __slots__ = ("bpm", "caption", "duration", "keyscale", "language", "timesignature", "cot_text")
+    __slots__ = ("bpm", "caption", "duration", "keyscale", "language", "timesignature", "cot_text", "item_index")
     BPM_FIELD_NUMBER: _ClassVar[int]
     CAPTION_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
@@ -203,6 +225,7 @@ class LmMetadata(_message.Message):
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     TIMESIGNATURE_FIELD_NUMBER: _ClassVar[int]
     COT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
     bpm: int
     caption: str
     duration: float
@@ -210,21 +233,72 @@ class LmMetadata(_message.Message):
     language: str
     timesignature: str
     cot_text: str
-    def __init__(self, bpm: _Optional[int] = ..., caption: _Optional[str] = ..., duration: _Optional[float] = ..., keyscale: _Optional[str] = ..., language: _Optional[str] = ..., timesignature: _Optional[str] = ..., cot_text: _Optional[str] = ...) -> None: ...
+    item_index: int
+    def __init__(self, bpm: _Optional[int] = ..., caption: _Optional[str] = ..., duration: _Optional[float] = ..., keyscale: _Optional[str] = ..., language: _Optional[str] = ..., timesignature: _Optional[str] = ..., cot_text: _Optional[str] = ..., item_index: _Optional[int] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("item_index", "start_frame", "sample_rate_hz", "channels", "pcm_f32le")
+    __slots__ = ("item_index", "start_frame", "sample_rate_hz", "channels", "pcm_f32le", "encoding", "data", "num_frames", "scale")
     ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
     START_FRAME_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     PCM_F32LE_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
     item_index: int
     start_frame: int
     sample_rate_hz: int
     channels: int
     pcm_f32le: bytes
-    def __init__(self, item_index: _Optional[int] = ..., start_frame: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., channels: _Optional[int] = ..., pcm_f32le: _Optional[bytes] = ...) -> None: ...
+    encoding: StreamEncoding
+    data: bytes
+    num_frames: int
+    scale: float
+    def __init__(self, item_index: _Optional[int] = ..., start_frame: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., channels: _Optional[int] = ..., pcm_f32le: _Optional[bytes] = ..., encoding: _Optional[_Union[StreamEncoding, str]] = ..., data: _Optional[bytes] = ..., num_frames: _Optional[int] = ..., scale: _Optional[float] = ...) -> None: ...
+
+class Warning(_message.Message):
+    __slots__ = ("field", "message")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    message: str
+    def __init__(self, field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "kind", "task_types", "min_inference_steps", "max_inference_steps", "default_inference_steps", "is_turbo", "loaded", "max_duration_s", "max_batch_size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPES_FIELD_NUMBER: _ClassVar[int]
+    MIN_INFERENCE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INFERENCE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_INFERENCE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    IS_TURBO_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    MAX_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: ModelKind
+    task_types: _containers.RepeatedScalarFieldContainer[TaskType]
+    min_inference_steps: int
+    max_inference_steps: int
+    default_inference_steps: int
+    is_turbo: bool
+    loaded: bool
+    max_duration_s: float
+    max_batch_size: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., task_types: _Optional[_Iterable[_Union[TaskType, str]]] = ..., min_inference_steps: _Optional[int] = ..., max_inference_steps: _Optional[int] = ..., default_inference_steps: _Optional[int] = ..., is_turbo: _Optional[bool] = ..., loaded: _Optional[bool] = ..., max_duration_s: _Optional[float] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("stage", "fraction", "step", "total_steps", "message")
@@ -326,7 +400,7 @@ class LmTextSampling(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., use_constrained_decoding: _Optional[bool] = ..., constrained_decoding_debug: _Optional[bool] = ..., seed: _Optional[int] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
 
 class SampleDescription(_message.Message):
-    __slots__ = ("caption", "lyrics", "bpm", "duration", "keyscale", "language", "timesignature", "instrumental", "raw_text", "seed", "generated_tokens", "lm_time_seconds")
+    __slots__ = ("caption", "lyrics", "bpm", "duration", "keyscale", "language", "timesignature", "instrumental", "raw_text", "seed", "generated_tokens", "lm_time_seconds", "warnings")
     CAPTION_FIELD_NUMBER: _ClassVar[int]
     LYRICS_FIELD_NUMBER: _ClassVar[int]
     BPM_FIELD_NUMBER: _ClassVar[int]
@@ -339,6 +413,7 @@ class SampleDescription(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LM_TIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     caption: str
     lyrics: str
     bpm: int
@@ -351,4 +426,5 @@ class SampleDescription(_message.Message):
     seed: int
     generated_tokens: int
     lm_time_seconds: float
-    def __init__(self, caption: _Optional[str] = ..., lyrics: _Optional[str] = ..., bpm: _Optional[int] = ..., duration: _Optional[float] = ..., keyscale: _Optional[str] = ..., language: _Optional[str] = ..., timesignature: _Optional[str] = ..., instrumental: _Optional[bool] = ..., raw_text: _Optional[str] = ..., seed: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., lm_time_seconds: _Optional[float] = ...) -> None: ...
+    warnings: _containers.RepeatedCompositeFieldContainer[Warning]
+    def __init__(self, caption: _Optional[str] = ..., lyrics: _Optional[str] = ..., bpm: _Optional[int] = ..., duration: _Optional[float] = ..., keyscale: _Optional[str] = ..., language: _Optional[str] = ..., timesignature: _Optional[str] = ..., instrumental: _Optional[bool] = ..., raw_text: _Optional[str] = ..., seed: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., lm_time_seconds: _Optional[float] = ..., warnings: _Optional[_Iterable[_Union[Warning, _Mapping]]] = ...) -> None: ...

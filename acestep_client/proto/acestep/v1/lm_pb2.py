@@ -25,23 +25,24 @@ _sym_db = _symbol_database.Default()
 from acestep_client.proto.acestep.v1 import generation_pb2 as acestep_dot_v1_dot_generation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61\x63\x65step/v1/lm.proto\x12\nacestep.v1\x1a\x1b\x61\x63\x65step/v1/generation.proto\"\xd4\x01\n\x0bPlanRequest\x12,\n\x06params\x18\x01 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12\r\n\x05seeds\x18\x02 \x03(\x03\x12 \n\x13lm_batch_chunk_size\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\"\n\x1a\x63onstrained_decoding_debug\x18\x04 \x01(\x08\x12\x16\n\x0egenerate_codes\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\tB\x16\n\x14_lm_batch_chunk_size\"L\n\x0cItemMetadata\x12\x12\n\nitem_index\x18\x01 \x01(\x05\x12(\n\x08metadata\x18\x02 \x01(\x0b\x32\x16.acestep.v1.LmMetadata\"\xc4\x01\n\x0cPlanResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12,\n\x08metadata\x18\x02 \x01(\x0b\x32\x18.acestep.v1.ItemMetadataH\x00\x12&\n\x05\x63odes\x18\x03 \x01(\x0b\x32\x15.acestep.v1.ItemCodesH\x00\x12+\n\ntime_costs\x18\x04 \x01(\x0b\x32\x15.acestep.v1.TimeCostsH\x00\x42\x07\n\x05\x65vent\"M\n\x0f\x44\x65scribeRequest\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.acestep.v1.DescribeTask\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"{\n\x10\x44\x65scribeResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12\x34\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32\x1d.acestep.v1.SampleDescriptionH\x00\x42\x07\n\x05\x65vent2\x9c\x01\n\x14LanguageModelService\x12;\n\x04Plan\x12\x17.acestep.v1.PlanRequest\x1a\x18.acestep.v1.PlanResponse0\x01\x12G\n\x08\x44\x65scribe\x12\x1b.acestep.v1.DescribeRequest\x1a\x1c.acestep.v1.DescribeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61\x63\x65step/v1/lm.proto\x12\nacestep.v1\x1a\x1b\x61\x63\x65step/v1/generation.proto\"\xd4\x01\n\x0bPlanRequest\x12,\n\x06params\x18\x01 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12\r\n\x05seeds\x18\x02 \x03(\x03\x12 \n\x13lm_batch_chunk_size\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\"\n\x1a\x63onstrained_decoding_debug\x18\x04 \x01(\x08\x12\x16\n\x0egenerate_codes\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\tB\x16\n\x14_lm_batch_chunk_size\"L\n\x0cItemMetadata\x12\x12\n\nitem_index\x18\x01 \x01(\x05\x12(\n\x08metadata\x18\x02 \x01(\x0b\x32\x16.acestep.v1.LmMetadata\"\xec\x01\n\x0cPlanResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12,\n\x08metadata\x18\x02 \x01(\x0b\x32\x18.acestep.v1.ItemMetadataH\x00\x12&\n\x05\x63odes\x18\x03 \x01(\x0b\x32\x15.acestep.v1.ItemCodesH\x00\x12+\n\ntime_costs\x18\x04 \x01(\x0b\x32\x15.acestep.v1.TimeCostsH\x00\x12&\n\x07warning\x18\x05 \x01(\x0b\x32\x13.acestep.v1.WarningH\x00\x42\x07\n\x05\x65vent\"M\n\x0f\x44\x65scribeRequest\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.acestep.v1.DescribeTask\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"{\n\x10\x44\x65scribeResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12\x34\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32\x1d.acestep.v1.SampleDescriptionH\x00\x42\x07\n\x05\x65vent2\xe9\x01\n\x14LanguageModelService\x12;\n\x04Plan\x12\x17.acestep.v1.PlanRequest\x1a\x18.acestep.v1.PlanResponse0\x01\x12G\n\x08\x44\x65scribe\x12\x1b.acestep.v1.DescribeRequest\x1a\x1c.acestep.v1.DescribeResponse0\x01\x12K\n\nListModels\x12\x1d.acestep.v1.ListModelsRequest\x1a\x1e.acestep.v1.ListModelsResponseBv\n\rai.acestep.v1B\x07LmProtoP\x01Z@github.com/acestep-grpc/acestep-grpc/gen/go/acestep/v1;acestepv1\xaa\x02\nAceStep.V1\xca\x02\nAceStep\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'acestep.v1.lm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\rai.acestep.v1B\007LmProtoP\001Z@github.com/acestep-grpc/acestep-grpc/gen/go/acestep/v1;acestepv1\252\002\nAceStep.V1\312\002\nAceStep\\V1'
   _globals['_PLANREQUEST']._serialized_start=65
   _globals['_PLANREQUEST']._serialized_end=277
   _globals['_ITEMMETADATA']._serialized_start=279
   _globals['_ITEMMETADATA']._serialized_end=355
   _globals['_PLANRESPONSE']._serialized_start=358
-  _globals['_PLANRESPONSE']._serialized_end=554
-  _globals['_DESCRIBEREQUEST']._serialized_start=556
-  _globals['_DESCRIBEREQUEST']._serialized_end=633
-  _globals['_DESCRIBERESPONSE']._serialized_start=635
-  _globals['_DESCRIBERESPONSE']._serialized_end=758
-  _globals['_LANGUAGEMODELSERVICE']._serialized_start=761
-  _globals['_LANGUAGEMODELSERVICE']._serialized_end=917
+  _globals['_PLANRESPONSE']._serialized_end=594
+  _globals['_DESCRIBEREQUEST']._serialized_start=596
+  _globals['_DESCRIBEREQUEST']._serialized_end=673
+  _globals['_DESCRIBERESPONSE']._serialized_start=675
+  _globals['_DESCRIBERESPONSE']._serialized_end=798
+  _globals['_LANGUAGEMODELSERVICE']._serialized_start=801
+  _globals['_LANGUAGEMODELSERVICE']._serialized_end=1034
 # @@protoc_insertion_point(module_scope)

@@ -32,16 +32,18 @@ class ItemMetadata(_message.Message):
     def __init__(self, item_index: _Optional[int] = ..., metadata: _Optional[_Union[_generation_pb2.LmMetadata, _Mapping]] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("progress", "metadata", "codes", "time_costs")
+    __slots__ = ("progress", "metadata", "codes", "time_costs", "warning")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CODES_FIELD_NUMBER: _ClassVar[int]
     TIME_COSTS_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
     progress: _generation_pb2.Progress
     metadata: ItemMetadata
     codes: _generation_pb2.ItemCodes
     time_costs: _generation_pb2.TimeCosts
-    def __init__(self, progress: _Optional[_Union[_generation_pb2.Progress, _Mapping]] = ..., metadata: _Optional[_Union[ItemMetadata, _Mapping]] = ..., codes: _Optional[_Union[_generation_pb2.ItemCodes, _Mapping]] = ..., time_costs: _Optional[_Union[_generation_pb2.TimeCosts, _Mapping]] = ...) -> None: ...
+    warning: _generation_pb2.Warning
+    def __init__(self, progress: _Optional[_Union[_generation_pb2.Progress, _Mapping]] = ..., metadata: _Optional[_Union[ItemMetadata, _Mapping]] = ..., codes: _Optional[_Union[_generation_pb2.ItemCodes, _Mapping]] = ..., time_costs: _Optional[_Union[_generation_pb2.TimeCosts, _Mapping]] = ..., warning: _Optional[_Union[_generation_pb2.Warning, _Mapping]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ("task", "request_id")

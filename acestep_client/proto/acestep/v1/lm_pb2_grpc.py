@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from acestep_client.proto.acestep.v1 import generation_pb2 as acestep_dot_v1_dot_generation__pb2
 from acestep_client.proto.acestep.v1 import lm_pb2 as acestep_dot_v1_dot_lm__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -44,6 +45,11 @@ class LanguageModelServiceStub:
                 request_serializer=acestep_dot_v1_dot_lm__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=acestep_dot_v1_dot_lm__pb2.DescribeResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/acestep.v1.LanguageModelService/ListModels',
+                request_serializer=acestep_dot_v1_dot_generation__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=acestep_dot_v1_dot_generation__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class LanguageModelServiceServicer:
@@ -64,6 +70,13 @@ class LanguageModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The model this replica serves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LanguageModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_LanguageModelServiceServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=acestep_dot_v1_dot_lm__pb2.DescribeRequest.FromString,
                     response_serializer=acestep_dot_v1_dot_lm__pb2.DescribeResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=acestep_dot_v1_dot_generation__pb2.ListModelsRequest.FromString,
+                    response_serializer=acestep_dot_v1_dot_generation__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class LanguageModelService:
             '/acestep.v1.LanguageModelService/Describe',
             acestep_dot_v1_dot_lm__pb2.DescribeRequest.SerializeToString,
             acestep_dot_v1_dot_lm__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/acestep.v1.LanguageModelService/ListModels',
+            acestep_dot_v1_dot_generation__pb2.ListModelsRequest.SerializeToString,
+            acestep_dot_v1_dot_generation__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

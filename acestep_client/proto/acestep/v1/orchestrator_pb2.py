@@ -25,25 +25,26 @@ _sym_db = _symbol_database.Default()
 from acestep_client.proto.acestep.v1 import generation_pb2 as acestep_dot_v1_dot_generation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x63\x65step/v1/orchestrator.proto\x12\nacestep.v1\x1a\x1b\x61\x63\x65step/v1/generation.proto\"\xe2\x01\n\x14GenerateMusicRequest\x12,\n\x06params\x18\x01 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12,\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1c.acestep.v1.GenerationConfig\x12)\n\tsrc_audio\x18\x03 \x01(\x0b\x32\x16.acestep.v1.AudioInput\x12/\n\x0freference_audio\x18\x04 \x01(\x0b\x32\x16.acestep.v1.AudioInput\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xb3\x01\n\nItemResult\x12\x12\n\nitem_index\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x0b\n\x03key\x18\x03 \x01(\t\x12,\n\x06params\x18\x04 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12\x12\n\nnum_frames\x18\x05 \x01(\x03\x12\x16\n\x0esample_rate_hz\x18\x06 \x01(\x05\x12\x0e\n\x06silent\x18\x07 \x01(\x08\x12\x0c\n\x04gain\x18\x08 \x01(\x01\";\n\x0eGenerationDone\x12\x16\n\x0estatus_message\x18\x01 \x01(\t\x12\x11\n\tnum_items\x18\x02 \x01(\x05\"\xb0\x02\n\x15GenerateMusicResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12-\n\x0blm_metadata\x18\x02 \x01(\x0b\x32\x16.acestep.v1.LmMetadataH\x00\x12-\n\x0b\x61udio_chunk\x18\x03 \x01(\x0b\x32\x16.acestep.v1.AudioChunkH\x00\x12-\n\x0bitem_result\x18\x04 \x01(\x0b\x32\x16.acestep.v1.ItemResultH\x00\x12+\n\ntime_costs\x18\x05 \x01(\x0b\x32\x15.acestep.v1.TimeCostsH\x00\x12*\n\x04\x64one\x18\x06 \x01(\x0b\x32\x1a.acestep.v1.GenerationDoneH\x00\x42\x07\n\x05\x65vent\"R\n\x14\x44\x65scribeMusicRequest\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.acestep.v1.DescribeTask\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x80\x01\n\x15\x44\x65scribeMusicResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12\x34\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32\x1d.acestep.v1.SampleDescriptionH\x00\x42\x07\n\x05\x65vent2\xc8\x01\n\x16MusicGenerationService\x12V\n\rGenerateMusic\x12 .acestep.v1.GenerateMusicRequest\x1a!.acestep.v1.GenerateMusicResponse0\x01\x12V\n\rDescribeMusic\x12 .acestep.v1.DescribeMusicRequest\x1a!.acestep.v1.DescribeMusicResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x63\x65step/v1/orchestrator.proto\x12\nacestep.v1\x1a\x1b\x61\x63\x65step/v1/generation.proto\"\x97\x02\n\x14GenerateMusicRequest\x12,\n\x06params\x18\x01 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12,\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1c.acestep.v1.GenerationConfig\x12)\n\tsrc_audio\x18\x03 \x01(\x0b\x32\x16.acestep.v1.AudioInput\x12/\n\x0freference_audio\x18\x04 \x01(\x0b\x32\x16.acestep.v1.AudioInput\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x33\n\x0fstream_encoding\x18\x06 \x01(\x0e\x32\x1a.acestep.v1.StreamEncoding\"\xb3\x01\n\nItemResult\x12\x12\n\nitem_index\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x0b\n\x03key\x18\x03 \x01(\t\x12,\n\x06params\x18\x04 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12\x12\n\nnum_frames\x18\x05 \x01(\x03\x12\x16\n\x0esample_rate_hz\x18\x06 \x01(\x05\x12\x0e\n\x06silent\x18\x07 \x01(\x08\x12\x0c\n\x04gain\x18\x08 \x01(\x01\"b\n\x0eGenerationDone\x12\x16\n\x0estatus_message\x18\x01 \x01(\t\x12\x11\n\tnum_items\x18\x02 \x01(\x05\x12%\n\x08warnings\x18\x03 \x03(\x0b\x32\x13.acestep.v1.Warning\"\xb0\x02\n\x15GenerateMusicResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12-\n\x0blm_metadata\x18\x02 \x01(\x0b\x32\x16.acestep.v1.LmMetadataH\x00\x12-\n\x0b\x61udio_chunk\x18\x03 \x01(\x0b\x32\x16.acestep.v1.AudioChunkH\x00\x12-\n\x0bitem_result\x18\x04 \x01(\x0b\x32\x16.acestep.v1.ItemResultH\x00\x12+\n\ntime_costs\x18\x05 \x01(\x0b\x32\x15.acestep.v1.TimeCostsH\x00\x12*\n\x04\x64one\x18\x06 \x01(\x0b\x32\x1a.acestep.v1.GenerationDoneH\x00\x42\x07\n\x05\x65vent\"R\n\x14\x44\x65scribeMusicRequest\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.acestep.v1.DescribeTask\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x80\x01\n\x15\x44\x65scribeMusicResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12\x34\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32\x1d.acestep.v1.SampleDescriptionH\x00\x42\x07\n\x05\x65vent2\x95\x02\n\x16MusicGenerationService\x12V\n\rGenerateMusic\x12 .acestep.v1.GenerateMusicRequest\x1a!.acestep.v1.GenerateMusicResponse0\x01\x12V\n\rDescribeMusic\x12 .acestep.v1.DescribeMusicRequest\x1a!.acestep.v1.DescribeMusicResponse0\x01\x12K\n\nListModels\x12\x1d.acestep.v1.ListModelsRequest\x1a\x1e.acestep.v1.ListModelsResponseB\x80\x01\n\rai.acestep.v1B\x11OrchestratorProtoP\x01Z@github.com/acestep-grpc/acestep-grpc/gen/go/acestep/v1;acestepv1\xaa\x02\nAceStep.V1\xca\x02\nAceStep\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'acestep.v1.orchestrator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\rai.acestep.v1B\021OrchestratorProtoP\001Z@github.com/acestep-grpc/acestep-grpc/gen/go/acestep/v1;acestepv1\252\002\nAceStep.V1\312\002\nAceStep\\V1'
   _globals['_GENERATEMUSICREQUEST']._serialized_start=75
-  _globals['_GENERATEMUSICREQUEST']._serialized_end=301
-  _globals['_ITEMRESULT']._serialized_start=304
-  _globals['_ITEMRESULT']._serialized_end=483
-  _globals['_GENERATIONDONE']._serialized_start=485
-  _globals['_GENERATIONDONE']._serialized_end=544
-  _globals['_GENERATEMUSICRESPONSE']._serialized_start=547
-  _globals['_GENERATEMUSICRESPONSE']._serialized_end=851
-  _globals['_DESCRIBEMUSICREQUEST']._serialized_start=853
-  _globals['_DESCRIBEMUSICREQUEST']._serialized_end=935
-  _globals['_DESCRIBEMUSICRESPONSE']._serialized_start=938
-  _globals['_DESCRIBEMUSICRESPONSE']._serialized_end=1066
-  _globals['_MUSICGENERATIONSERVICE']._serialized_start=1069
-  _globals['_MUSICGENERATIONSERVICE']._serialized_end=1269
+  _globals['_GENERATEMUSICREQUEST']._serialized_end=354
+  _globals['_ITEMRESULT']._serialized_start=357
+  _globals['_ITEMRESULT']._serialized_end=536
+  _globals['_GENERATIONDONE']._serialized_start=538
+  _globals['_GENERATIONDONE']._serialized_end=636
+  _globals['_GENERATEMUSICRESPONSE']._serialized_start=639
+  _globals['_GENERATEMUSICRESPONSE']._serialized_end=943
+  _globals['_DESCRIBEMUSICREQUEST']._serialized_start=945
+  _globals['_DESCRIBEMUSICREQUEST']._serialized_end=1027
+  _globals['_DESCRIBEMUSICRESPONSE']._serialized_start=1030
+  _globals['_DESCRIBEMUSICRESPONSE']._serialized_end=1158
+  _globals['_MUSICGENERATIONSERVICE']._serialized_start=1161
+  _globals['_MUSICGENERATIONSERVICE']._serialized_end=1438
 # @@protoc_insertion_point(module_scope)

@@ -1,24 +1,27 @@
 from acestep_client.proto.acestep.v1 import generation_pb2 as _generation_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GenerateMusicRequest(_message.Message):
-    __slots__ = ("params", "config", "src_audio", "reference_audio", "request_id")
+    __slots__ = ("params", "config", "src_audio", "reference_audio", "request_id", "stream_encoding")
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     SRC_AUDIO_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_AUDIO_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ENCODING_FIELD_NUMBER: _ClassVar[int]
     params: _generation_pb2.GenerationParams
     config: _generation_pb2.GenerationConfig
     src_audio: _generation_pb2.AudioInput
     reference_audio: _generation_pb2.AudioInput
     request_id: str
-    def __init__(self, params: _Optional[_Union[_generation_pb2.GenerationParams, _Mapping]] = ..., config: _Optional[_Union[_generation_pb2.GenerationConfig, _Mapping]] = ..., src_audio: _Optional[_Union[_generation_pb2.AudioInput, _Mapping]] = ..., reference_audio: _Optional[_Union[_generation_pb2.AudioInput, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    stream_encoding: _generation_pb2.StreamEncoding
+    def __init__(self, params: _Optional[_Union[_generation_pb2.GenerationParams, _Mapping]] = ..., config: _Optional[_Union[_generation_pb2.GenerationConfig, _Mapping]] = ..., src_audio: _Optional[_Union[_generation_pb2.AudioInput, _Mapping]] = ..., reference_audio: _Optional[_Union[_generation_pb2.AudioInput, _Mapping]] = ..., request_id: _Optional[str] = ..., stream_encoding: _Optional[_Union[_generation_pb2.StreamEncoding, str]] = ...) -> None: ...
 
 class ItemResult(_message.Message):
     __slots__ = ("item_index", "seed", "key", "params", "num_frames", "sample_rate_hz", "silent", "gain")
@@ -41,12 +44,14 @@ class ItemResult(_message.Message):
     def __init__(self, item_index: _Optional[int] = ..., seed: _Optional[int] = ..., key: _Optional[str] = ..., params: _Optional[_Union[_generation_pb2.GenerationParams, _Mapping]] = ..., num_frames: _Optional[int] = ..., sample_rate_hz: _Optional[int] = ..., silent: _Optional[bool] = ..., gain: _Optional[float] = ...) -> None: ...
 
 class GenerationDone(_message.Message):
-    __slots__ = ("status_message", "num_items")
+    __slots__ = ("status_message", "num_items", "warnings")
     STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     NUM_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     status_message: str
     num_items: int
-    def __init__(self, status_message: _Optional[str] = ..., num_items: _Optional[int] = ...) -> None: ...
+    warnings: _containers.RepeatedCompositeFieldContainer[_generation_pb2.Warning]
+    def __init__(self, status_message: _Optional[str] = ..., num_items: _Optional[int] = ..., warnings: _Optional[_Iterable[_Union[_generation_pb2.Warning, _Mapping]]] = ...) -> None: ...
 
 class GenerateMusicResponse(_message.Message):
     __slots__ = ("progress", "lm_metadata", "audio_chunk", "item_result", "time_costs", "done")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from acestep_client.proto.acestep.v1 import generation_pb2 as acestep_dot_v1_dot_generation__pb2
 from acestep_client.proto.acestep.v1 import orchestrator_pb2 as acestep_dot_v1_dot_orchestrator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -44,6 +45,11 @@ class MusicGenerationServiceStub:
                 request_serializer=acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicRequest.SerializeToString,
                 response_deserializer=acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/acestep.v1.MusicGenerationService/ListModels',
+                request_serializer=acestep_dot_v1_dot_generation__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=acestep_dot_v1_dot_generation__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class MusicGenerationServiceServicer:
@@ -64,6 +70,13 @@ class MusicGenerationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The models behind this orchestrator (from its DiT and LM replicas) and what each can do.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MusicGenerationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_MusicGenerationServiceServicer_to_server(servicer, server):
                     servicer.DescribeMusic,
                     request_deserializer=acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicRequest.FromString,
                     response_serializer=acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=acestep_dot_v1_dot_generation__pb2.ListModelsRequest.FromString,
+                    response_serializer=acestep_dot_v1_dot_generation__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class MusicGenerationService:
             '/acestep.v1.MusicGenerationService/DescribeMusic',
             acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicRequest.SerializeToString,
             acestep_dot_v1_dot_orchestrator__pb2.DescribeMusicResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/acestep.v1.MusicGenerationService/ListModels',
+            acestep_dot_v1_dot_generation__pb2.ListModelsRequest.SerializeToString,
+            acestep_dot_v1_dot_generation__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,128 @@
+"""What the models behind the orchestrator can do, learned from the replicas themselves (ListModels),
+and the checks a request must pass against it before any model work.
+
+A request the DiT refuses (64 steps or lego on a turbo model) used to be refused only after the LM had
+planned it: tens of seconds, minutes at 600 s. The orchestrator asks a pool's replicas for their models
+on first need, keeps the answer for ``REFRESH_SECONDS``, and asks again after a failed call or when an
+answer was incomplete. A replica that cannot answer (unreachable, still loading, a build without
+ListModels) leaves the check to the backend's own validation, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import grpc
+
+from acestep_client.constants import BASE_MODEL_HINT
+from acestep_client.errors import AceStepError, FailedPrecondition, InvalidArgument
+from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
+from acestep_client.types import GenerationParams
+from orchestrator.replicas import ReplicaPool
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 30.0
+RETRY_SECONDS = 2.0  # after an incomplete answer: soon, but not on every request
+FETCH_TIMEOUT_SECONDS = 5.0
+
+
+def task_name(number: int) -> str:
+    return gen_pb2.TaskType.Name(number).removeprefix("TASK_TYPE_").lower()
+
+
+class ModelCatalog:
+    """The models of one replica pool, fetched lazily and cached; safe to share between concurrent requests."""
+
+    def __init__(self, pool: ReplicaPool, refresh_seconds: float = REFRESH_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
+        self._pool = pool
+        self._refresh = refresh_seconds
+        self._clock = clock
+        self._models: list[gen_pb2.ModelInfo] = []
+        self._expires = -math.inf
+        self._lock = asyncio.Lock()
+        self.fetches = 0  # ListModels rounds so far (observable in tests and logs)
+
+    async def models(self, fresh: bool = False) -> list[gen_pb2.ModelInfo]:
+        """The pool's models; ``fresh`` asks the replicas now instead of using the cached answer."""
+        if fresh:
+            self.invalidate()
+        if self._clock() < self._expires:
+            return self._models
+        async with self._lock:  # concurrent requests share one round of calls
+            if self._clock() >= self._expires:
+                await self._fetch()
+        return self._models
+
+    def invalidate(self) -> None:
+        """Ask again on next need (a call to the pool failed: its replicas may have changed)."""
+        self._expires = -math.inf
+
+    async def _fetch(self) -> None:
+        self.fetches += 1
+        answers = await self._pool.each("ListModels", gen_pb2.ListModelsRequest(), timeout=FETCH_TIMEOUT_SECONDS)
+        models: list[gen_pb2.ModelInfo] = []
+        failures = 0
+        for answer in answers:
+            if isinstance(answer, grpc.aio.AioRpcError):
+                failures += 1
+                log.info("ListModels failed on a replica (%s: %s); its requests are checked by the replica itself",
+                         answer.code().name, answer.details())
+            else:
+                models.extend(answer.models)
+        self._models = _unique(models)
+        complete = not failures and bool(models) and all(m.loaded for m in models)
+        self._expires = self._clock() + (self._refresh if complete else RETRY_SECONDS)
+
+
+def _unique(models: Sequence[gen_pb2.ModelInfo]) -> list[gen_pb2.ModelInfo]:
+    """Replicas of one model answer alike: list each answer once."""
+    seen: dict[bytes, gen_pb2.ModelInfo] = {}
+    for model in models:
+        seen.setdefault(model.SerializeToString(deterministic=True), model)
+    return list(seen.values())
+
+
+def check_request(params: GenerationParams, batch_size: int, models: Sequence[gen_pb2.ModelInfo],
+                  kind: int = gen_pb2.MODEL_KIND_DIT) -> None:
+    """Raise what the backend would raise, before any work: only when no loaded model of ``kind`` can serve it.
+
+    The message names the field, the allowed range and the model, or for a task the model lacks, how to
+    serve one that has it.
+    """
+    problems = [_problem(params, batch_size, m) for m in models if m.kind == kind and m.loaded]
+    if problems and all(problems):
+        raise problems[0]
+
+
+def _problem(params: GenerationParams, batch_size: int, model: gen_pb2.ModelInfo) -> AceStepError | None:
+    tasks = [task_name(number) for number in model.task_types]
+    if tasks and params.task_type not in tasks:
+        if model.is_turbo:
+            return FailedPrecondition(
+                f"task_type {params.task_type!r} needs a base model; this deployment's DiT is {model.name}, a turbo "
+                f"model that runs only {', '.join(tasks)}: {BASE_MODEL_HINT}"
+            )
+        return FailedPrecondition(f"task_type {params.task_type!r} is not run by {model.name}, which runs only "
+                                  f"{', '.join(tasks)}")
+    low, high = model.min_inference_steps or 1, model.max_inference_steps
+    if high and not low <= params.inference_steps <= high:
+        hint = (f"; {model.name} is a turbo model (a fixed {high}-step schedule): for more steps {BASE_MODEL_HINT}"
+                if model.is_turbo else "")
+        return InvalidArgument(
+            "inference_steps",
+            f"must be between {low} and {high} on {model.name}, the model this deployment serves, "
+            f"got {params.inference_steps}{hint}",
+        )
+    if model.max_batch_size and batch_size > model.max_batch_size:
+        return InvalidArgument("batch_size", f"must be between 1 and {model.max_batch_size} on {model.name}, "
+                                             f"got {batch_size}")
+    if model.max_duration_s and params.duration > model.max_duration_s:
+        return InvalidArgument("duration", f"must be at most {model.max_duration_s:g} seconds on {model.name} "
+                                           f"(or <= 0 for auto), got {params.duration:g}")
+    return None
