@@ -27,7 +27,7 @@ from bench.released import RELEASED_VAE
 from dit_service.model.acestep_model import AceStepModel, build_model_on_meta
 from dit_service.model.config import AceStepConfig
 from dit_service.model.vae import fold_weight_norm, optimize_vae_for_inference
-from dit_service.samplers import SamplerResult, turbo_sample
+from dit_service.samplers import SamplerResult, turbo_sample, turbo_schedule
 from dit_service.tiny_checkpoint import TINY_VAE_CONFIG
 from dit_service.vae_decode import iter_decoded_windows
 
@@ -92,13 +92,15 @@ def time_dit(model, batch, frames, encoder_tokens, device, dtype, repeats) -> di
     generator = torch.Generator(device=device).manual_seed(0)
     noise = torch.randn(batch, frames, channels, device=device, dtype=dtype, generator=generator)
     context = torch.randn(batch, frames, 2 * channels, device=device, dtype=dtype, generator=generator)
-    encoder_hidden = torch.randn(batch, encoder_tokens, config.hidden_size, device=device, dtype=dtype)
+    encoder_hidden = torch.randn(batch, encoder_tokens, config.condition_hidden_size, device=device, dtype=dtype)
     decoder = model.decoder
+
+    schedule = turbo_schedule(8, 3.0)
 
     def run() -> torch.Tensor:
         cross_kv = decoder.precompute_cross_kv(encoder_hidden)
         result = SamplerResult()
-        for _ in turbo_sample(lambda x, t, step, guided: decoder(x, t, context, cross_kv), noise, 3.0, result):
+        for _ in turbo_sample(lambda x, t, step, guided: decoder(x, t, context, cross_kv), noise, schedule, result):
             pass
         return result.latents
 

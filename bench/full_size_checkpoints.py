@@ -6,6 +6,7 @@ code (``DiTEngine.load``, ``Planner.load``, the servers). This writes, through t
 tiny test checkpoints (``dit_service/tiny_checkpoint.py``, ``lm_service/tiny_checkpoint.py``):
 
   acestep-v15-turbo/     2B DiT (AceStepConfig defaults = the release), 2,393,872,518 params, streamed
+                         (--variants acestep-v15-xl-turbo: the XL DiT, 4,987,310,726 params)
   vae/                   AutoencoderOobleck with the released config
   Qwen3-Embedding-0.6B/  Qwen3Model at the released shape; the tokenizer is the tiny byte-level one
   acestep-5Hz-lm-0.6B/   Qwen3ForCausalLM 0.6B shape, vocab 217,204; the tokenizer is the tiny LM one
@@ -35,7 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.released import RELEASED_LM, RELEASED_TEXT_ENCODER, RELEASED_VAE
 from dit_service.loading import TEXT_ENCODER_FOLDER, VAE_FOLDER
 from dit_service.model.config import AceStepConfig
-from dit_service.tiny_checkpoint import VARIANTS, write_dit_folder, write_text_encoder_folder, write_vae_folder
+from dit_service.tiny_checkpoint import (
+    VARIANTS,
+    released_dit_config,
+    write_dit_folder,
+    write_text_encoder_folder,
+    write_vae_folder,
+)
 from lm_service.tiny_checkpoint import write_tiny_lm_checkpoint
 from orchestrator.stack import DEFAULT_LM_MODEL as LM_FOLDER
 from orchestrator.stack import RANDOM_WEIGHTS_MARKER  # its presence makes every server warn that audio is noise
@@ -81,9 +88,9 @@ def write_full_size_checkpoints(
     (root / RANDOM_WEIGHTS_MARKER).unlink(missing_ok=True)
     writers: list[tuple[str, Callable[[Path], object]]] = []
     if "dit" in parts:
-        for offset, (name, flags) in enumerate(VARIANTS.items()):
+        for offset, name in enumerate(VARIANTS):
             if name in variants:
-                writers.append((name, partial(_write_dit, config=AceStepConfig(**flags), seed=seed + offset,
+                writers.append((name, partial(_write_dit, config=released_dit_config(name), seed=seed + offset,
                                               dtype=dtype)))  # fmt: skip
     if "vae" in parts:
         writers.append((VAE_FOLDER, partial(write_vae_folder, seed=seed + 10, config=RELEASED_VAE, dtype=dtype)))
@@ -114,7 +121,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["acestep-v15-turbo"],
-                        help="DiT variant folders to write (each ~4.8 GB in bf16)")  # fmt: skip
+                        help="DiT variant folders to write (bf16: 2B ~4.8 GB, XL ~10 GB each)")  # fmt: skip
     parser.add_argument("--report", type=Path, help="also write the per-folder seconds/bytes as JSON here")
     args = parser.parse_args()
     warning = f"WARNING: RANDOM WEIGHTS at full released size in {args.root}: benchmarks only, the audio is NOISE"

@@ -39,3 +39,13 @@ RELEASED_TEXT_ENCODER: dict = {
 # initializer_range 0.02 (the tiny LM's 0.5 would overflow bf16 through 28 layers); the benchmark sets
 # every metadata field, so the random model never has to end a free-text CoT by itself.
 RELEASED_LM: dict = {**QWEN3_06B_BODY, "vocab_size": 217_204, "max_position_embeddings": 40960}
+# The three released 5 Hz LM sizes (acestep-5Hz-lm-<size>/config.json): fine-tunes of Qwen3-0.6B / -1.7B / -4B
+# with their published body shapes (model-lm.md §1), the ACE-Step vocabulary and tied embeddings. 1.7B ships in
+# upstream's main bundle (ACE-Step/Ace-Step1.5) and is its DEFAULT_LM_MODEL. Evidence: tests/lm/test_lm_sizes.py.
+_LM_COMMON: dict = {**RELEASED_LM, "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True}
+RELEASED_LM_SIZES: dict[str, dict] = {
+    "0.6B": _LM_COMMON,
+    "1.7B": {**_LM_COMMON, "hidden_size": 2048, "intermediate_size": 6144},
+    "4B": {**_LM_COMMON, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+           "num_attention_heads": 32},
+}  # fmt: skip

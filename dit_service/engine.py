@@ -27,7 +27,8 @@ from .loading import LoadedCheckpoint, load_checkpoint
 from .model.text_encoder import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS
 from .model.vae import encode_audio_to_latents, vae_hop
 from .prompts import DEFAULT_INSTRUCTION, caption_prompt, lyric_prompt, metas_string
-from .samplers import SamplerResult, guided_sample, injection_steps, turbo_sample
+from .samplers import SamplerResult, base_schedule, guided_sample, injection_steps, turbo_sample, turbo_schedule
+from .sampling_options import SamplingOptions
 from .tasks import (
     SOURCE_TASKS,
     TASK_TYPES,
@@ -77,7 +78,6 @@ class SynthesisRequest:
     use_adg: bool = False
     cfg_interval_start: float = 0.0
     cfg_interval_end: float = 1.0
-    shift: float = 3.0
     repainting_start: float = 0.0
     repainting_end: float = -1.0
     audio_cover_strength: float = 1.0
@@ -89,6 +89,8 @@ class SynthesisRequest:
     # Already-encoded sources (the gRPC path: EncodeAudio ran first); they take the place of the waveforms.
     src_latents: torch.Tensor | None = None  # [T, C] from encode_audio
     reference_latents: torch.Tensor | None = None  # [T, C] from encode_reference
+    # shift, ode/sde, Euler/Heun, custom timesteps, velocity clamp/EMA, DCW (upstream's defaults).
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
 
 
 @dataclass
@@ -226,8 +228,9 @@ class DiTEngine:
             raise InvalidArgument("task_type", f"allowed {', '.join(TASK_TYPES)}, got {req.task_type!r}")
         if self.is_turbo and req.task_type not in TURBO_TASK_TYPES:
             raise FailedPrecondition(
-                f"task_type {req.task_type!r} needs a base/sft model (acestep-v15-base or acestep-v15-sft); "
-                f"{self.variant} is a turbo model and only supports {', '.join(TURBO_TASK_TYPES)}; {BASE_MODEL_HINT}"
+                f"task_type {req.task_type!r} needs a non-turbo DiT (e.g. acestep-v15-base, -sft, -xl-base); "
+                f"{self.variant} is a turbo model (is_turbo in its config.json) and only supports "
+                f"{', '.join(TURBO_TASK_TYPES)}; {BASE_MODEL_HINT}"
             )
         if not isinstance(req.seeds, list) or not 1 <= len(req.seeds) <= MAX_BATCH:
             raise InvalidArgument("seeds", f"allowed 1-{MAX_BATCH} seeds (one per batch item), got {req.seeds!r}")
@@ -249,7 +252,9 @@ class DiTEngine:
         if not isinstance(req.inference_steps, int) or not 1 <= req.inference_steps <= max_steps:
             raise InvalidArgument("inference_steps", f"allowed 1-{max_steps}, got {req.inference_steps!r}")
         _check_range("guidance_scale", req.guidance_scale, 1.0, 15.0)
-        _check_range("shift", req.shift, 1.0, 5.0)
+        if not isinstance(req.sampling, SamplingOptions):
+            raise InvalidArgument("sampling", f"allowed a SamplingOptions, got {type(req.sampling).__name__}")
+        req.sampling.validate(self.is_turbo)
         _check_range("cfg_interval_start", req.cfg_interval_start, 0.0, 1.0)
         _check_range("cfg_interval_end", req.cfg_interval_end, 0.0, 1.0)
         if req.cfg_interval_start > req.cfg_interval_end:
@@ -433,12 +438,14 @@ class DiTEngine:
             null = self.model.null_condition_emb.to(self.dtype).expand_as(encoder_hidden).contiguous()
             cross_kv_cfg = _cat_kv(cross_kv, decoder.precompute_cross_kv(null))
 
-        # Turbo always runs its fixed 8-step schedule (the reference ignores inference_steps there).
-        total_steps = 8 if self.is_turbo else req.inference_steps
+        schedule = self._schedule(req)
+        total_steps = len(schedule) if self.is_turbo else len(schedule) - 1
         cover_steps = total_steps
         non_cover = None
         if req.audio_cover_strength < 1.0 and bool(plan.is_cover.any()):
-            cover_steps = int(total_steps * req.audio_cover_strength)
+            # Upstream's base loop counts cover steps from inference_steps even under custom timesteps.
+            counted = total_steps if self.is_turbo else req.inference_steps
+            cover_steps = int(counted * req.audio_cover_strength)
             non_cover = self._non_cover_condition(plan, req, use_cfg)
 
         def velocity(x: torch.Tensor, t: torch.Tensor, step: int, guided: bool):
@@ -454,23 +461,25 @@ class DiTEngine:
         post_step = self._repaint_injection(plan, noise, total_steps)
         encoder_time = time.perf_counter() - start
 
+        sde_noise = self._sde_noise(req) if req.sampling.infer_method == "sde" else None
         result = SamplerResult()
         start_diffusion = time.perf_counter()
         if self.is_turbo:
-            steps = turbo_sample(velocity, noise, req.shift, result, should_stop, post_step)
+            steps = turbo_sample(velocity, noise, schedule, result, should_stop, post_step, req.sampling, sde_noise)
         else:
             cfg_interval = (req.cfg_interval_start, req.cfg_interval_end)
             steps = guided_sample(
                 velocity,
                 noise,
-                total_steps,
-                req.shift,
+                schedule,
                 req.guidance_scale,
                 req.use_adg,
                 cfg_interval,
                 result,
                 should_stop,
                 post_step,
+                req.sampling,
+                sde_noise,
             )
         for step in steps:
             yield StepProgress(step=step + 1, total=total_steps)
@@ -491,7 +500,7 @@ class DiTEngine:
         batch = len(req.seeds)
         latents, encoder_time, diffusion_time = yield from self._diffuse(req, session)
         length = latents.shape[1]
-        total_steps = 8 if self.is_turbo else req.inference_steps
+        total_steps = self.diffusion_steps(req)
         start_vae = time.perf_counter()
         peaks = torch.zeros(batch, dtype=torch.float64)
         energy = torch.zeros(batch, dtype=torch.float64)
@@ -519,6 +528,31 @@ class DiTEngine:
                 "total_time_cost": total,
             }
         )
+
+    def _schedule(self, req: SynthesisRequest) -> list[float] | torch.Tensor:
+        """Turbo: timesteps without the final 0 (list); base/sft: N+1 timesteps ending at 0 (model dtype)."""
+        options = req.sampling
+        if self.is_turbo:
+            return turbo_schedule(req.inference_steps, options.shift, options.custom_schedule())
+        return base_schedule(req.inference_steps, options.shift, self.dtype, self.device, options.custom_schedule())
+
+    def diffusion_steps(self, req: SynthesisRequest) -> int:
+        """Sampler steps this request runs (custom timesteps decide over inference_steps)."""
+        schedule = self._schedule(req)
+        return len(schedule) if self.is_turbo else len(schedule) - 1
+
+    def _sde_noise(self, req: SynthesisRequest):
+        """sde re-noising draws from one generator per item, seeded seed + 2^32 (never an initial-noise seed),
+        so a request is reproducible and an item's audio does not depend on its batch position."""
+        generators = [torch.Generator(device=self.device).manual_seed(int(seed) + 2**32) for seed in req.seeds]
+
+        def draw(x: torch.Tensor) -> torch.Tensor:
+            shape = (1, *x.shape[1:])
+            return torch.cat(
+                [torch.randn(shape, generator=g, device=x.device, dtype=x.dtype) for g in generators], dim=0
+            )
+
+        return draw
 
     def _non_cover_condition(self, plan: TaskPlan, req: SynthesisRequest, use_cfg: bool):
         """Condition used after ``cover_steps``: default instruction, text2music context (silence src)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +33,20 @@ class LoadedCheckpoint:
     text_encoder: TextEncoder
 
 
+def is_dit_folder(folder: Path) -> bool:
+    """A DiT folder is known by its config.json (``model_type`` "acestep"), not by its name: fine-tunes and new
+    upstream variants load like the released ones."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type") == "acestep"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def available_variants(root: Path) -> list[str]:
-    return sorted(p.name for p in root.glob(f"{DIT_PREFIX}*") if p.is_dir()) if root.is_dir() else []
+    """DiT folders under ``root``: the released ``acestep-v15-*`` names and any other folder with a DiT config."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p.name.startswith(DIT_PREFIX) or is_dit_folder(p)))
 
 
 def require_files(folder: Path, names: tuple[str, ...]) -> None:

@@ -22,22 +22,53 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import Qwen3Config, Qwen3Model
 
 from .model.acestep_model import AceStepModel, build_model_on_meta
-from .model.config import AceStepConfig
+from .model.config import XL_DIMENSIONS, AceStepConfig
 
 TINY_LATENT_CHANNELS = 4
 TINY_TEXT_HIDDEN = 32
 SILENCE_FRAMES = 15000
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
-VARIANTS = {
-    "acestep-v15-turbo": {"is_turbo": True, "model_version": "turbo"},
-    "acestep-v15-base": {"is_turbo": False, "model_version": "base"},
-    "acestep-v15-sft": {"is_turbo": False, "model_version": "sft"},
+# Folder → config.json flags and the upstream module its ``auto_map`` names (which upstream loads it with).
+# The order fixes each folder's seed (seed + index), so new variants go at the end.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "acestep-v15-turbo": {"is_turbo": True, "model_version": "turbo", "module": "modeling_acestep_v15_turbo"},
+    "acestep-v15-base": {"is_turbo": False, "model_version": "base", "module": "modeling_acestep_v15_base"},
+    "acestep-v15-sft": {"is_turbo": False, "model_version": "sft", "module": "modeling_acestep_v15_base"},
+    "acestep-v15-xl-turbo": {"is_turbo": True, "model_version": "turbo", "module": "modeling_acestep_v15_xl_turbo"},
+    "acestep-v15-xl-base": {"is_turbo": False, "model_version": "base", "module": "modeling_acestep_v15_xl_base"},
+    "acestep-v15-xl-sft": {"is_turbo": False, "model_version": "sft", "module": "modeling_acestep_v15_xl_base"},
+}
+# What ``make-tiny-checkpoints`` writes: the three 2B variants and one XL one (XL base/sft on request).
+DEFAULT_TINY_VARIANTS = ("acestep-v15-turbo", "acestep-v15-base", "acestep-v15-sft", "acestep-v15-xl-turbo")
+
+# Tiny XL shape: the decoder wider than the encoder side (and with more heads), like the release's 2560 vs 2048.
+TINY_XL_DIMENSIONS: dict[str, int] = {
+    "hidden_size": 96,
+    "intermediate_size": 192,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+    "encoder_hidden_size": 64,
+    "encoder_intermediate_size": 128,
+    "encoder_num_attention_heads": 4,
+    "encoder_num_key_value_heads": 2,
 }
 
 
-def tiny_dit_config(is_turbo: bool, model_version: str) -> AceStepConfig:
-    return AceStepConfig(
+def _auto_map(module: str) -> dict[str, str]:
+    return {
+        "AutoConfig": "configuration_acestep_v15.AceStepConfig",
+        "AutoModel": f"{module}.AceStepConditionGenerationModel",
+    }
+
+
+def is_xl_module(module: str) -> bool:
+    return "_xl_" in module
+
+
+def tiny_dit_config(is_turbo: bool, model_version: str, module: str | None = None) -> AceStepConfig:
+    """Tiny shapes; ``module`` (an upstream modeling module name) adds its ``auto_map`` and, for XL, the XL split."""
+    shape: dict[str, Any] = dict(
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
@@ -54,8 +85,21 @@ def tiny_dit_config(is_turbo: bool, model_version: str) -> AceStepConfig:
         audio_acoustic_hidden_dim=TINY_LATENT_CHANNELS,
         in_channels=3 * TINY_LATENT_CHANNELS,
         fsq_dim=64,
-        is_turbo=is_turbo,
-        model_version=model_version,
+    )
+    if module is not None and is_xl_module(module):
+        shape.update(TINY_XL_DIMENSIONS)
+    extra = {"auto_map": _auto_map(module)} if module else {}
+    return AceStepConfig(**shape, is_turbo=is_turbo, model_version=model_version, extra=extra)
+
+
+def released_dit_config(variant: str) -> AceStepConfig:
+    """Full released shape of a known variant (2B defaults, or the XL dimensions), with its flags and auto_map."""
+    flags = VARIANTS[variant]
+    return AceStepConfig(
+        is_turbo=flags["is_turbo"],
+        model_version=flags["model_version"],
+        **(XL_DIMENSIONS if is_xl_module(flags["module"]) else {}),
+        extra={"auto_map": _auto_map(flags["module"])},
     )
 
 
@@ -275,12 +319,19 @@ def write_text_encoder_folder(
     model.save_pretrained(str(folder), safe_serialization=True)
 
 
-def write_tiny_dit_checkpoints(root: Path, seed: int = 0) -> None:
-    """Write turbo/base/sft DiT folders, the VAE and the text encoder under ``root`` (seeded, reproducible)."""
+def write_tiny_dit_checkpoints(root: Path, seed: int = 0, variants: Iterable[str] = DEFAULT_TINY_VARIANTS) -> None:
+    """Write the DiT ``variants`` (names from VARIANTS), the VAE and the text encoder under ``root`` (seeded)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    wanted = set(variants)
+    unknown = wanted - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown DiT variants {sorted(unknown)}; known: {list(VARIANTS)}")
     for offset, (name, flags) in enumerate(VARIANTS.items()):
-        write_dit_folder(root / name, tiny_dit_config(**flags), seed + offset)
+        if name in wanted:
+            # The XL snapshots are stored in fp32, the 2B ones in bf16.
+            dtype = torch.float32 if is_xl_module(flags["module"]) else torch.bfloat16
+            write_dit_folder(root / name, tiny_dit_config(**flags), seed + offset, dtype=dtype)
     write_vae_folder(root / "vae", seed + 10)
     write_text_encoder_folder(root / "Qwen3-Embedding-0.6B", seed + 20)
 
@@ -289,8 +340,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Write tiny random ACE-Step DiT-side checkpoints (noise output).")
     parser.add_argument("root", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(DEFAULT_TINY_VARIANTS))
     args = parser.parse_args()
-    write_tiny_dit_checkpoints(args.root, args.seed)
+    write_tiny_dit_checkpoints(args.root, args.seed, args.variants)
     print(f"wrote tiny random DiT-side checkpoints to {args.root} (outputs are noise)")
 
 

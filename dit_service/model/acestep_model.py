@@ -18,10 +18,12 @@ class AceStepModel(nn.Module):
         super().__init__()
         self.config = config
         self.decoder = DiTModel(config)
-        self.encoder = ConditionEncoder(config)
-        self.tokenizer = AudioTokenizer(config)
-        self.detokenizer = AudioTokenDetokenizer(config)
-        self.null_condition_emb = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        # XL widens only the DiT: everything that produces or quantises conditions keeps the encoder width.
+        encoder_config = config.encoder_view()
+        self.encoder = ConditionEncoder(encoder_config)
+        self.tokenizer = AudioTokenizer(encoder_config)
+        self.detokenizer = AudioTokenDetokenizer(encoder_config)
+        self.null_condition_emb = nn.Parameter(torch.zeros(1, 1, encoder_config.hidden_size))
 
     def init_non_persistent_buffers(self) -> None:
         """Rebuild RoPE / FSQ buffers after ``to_empty`` (meta-device construction)."""

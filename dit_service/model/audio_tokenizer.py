@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import AceStepConfig
@@ -48,16 +49,20 @@ class FiniteScalarQuantizer(nn.Module):
         return digits.to(dtype) * half_width - 1
 
     def quantize(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[..., dim] → (quantized [..., dim], code ids [..., 1])."""
-        z = self.project_in(hidden)
+        """[..., dim] → (quantized [..., dim], code ids [..., 1]), computed in ``hidden``'s dtype.
+
+        The projections take their weights in that dtype, so fp32 input on a bf16 module runs the whole
+        quantiser in fp32 on the bf16-rounded weights (what upstream's XL code does by casting it up).
+        """
+        z = _linear(self.project_in, hidden)
         clamp = self.soft_clamp_input_value.to(z.dtype)
         z = torch.tanh(z / clamp) * clamp
         z32 = z.float().clamp(-1.0, 1.0)
         levels32 = self.levels.float()
         digits = torch.floor((levels32 - 1) * (z32 + 1) / 2 + 0.5)
-        codes = (digits * 2 / (levels32 - 1) - 1).to(z.dtype)
+        codes = ((2.0 / (levels32 - 1)) * digits - 1).to(z.dtype)  # step size first, as upstream rounds it
         indices = (digits.long() * self.basis).sum(dim=-1, keepdim=True)
-        return self.project_out(codes), indices
+        return _linear(self.project_out, codes), indices
 
     def output_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Code ids [...] → project_out(code vector) [..., dim]; ids are clamped into the codebook."""
@@ -65,6 +70,12 @@ class FiniteScalarQuantizer(nn.Module):
         digits = (indices[..., None] // self.basis) % self.levels
         codes = self._level_codes(digits, self.project_out.weight.dtype)
         return self.project_out(codes)
+
+
+def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` with the weights cast to ``x``'s dtype (a no-op when they already match)."""
+    bias = None if layer.bias is None else layer.bias.to(x.dtype)
+    return F.linear(x, layer.weight.to(x.dtype), bias)
 
 
 class AttentionPooler(EncoderStack):
@@ -91,6 +102,8 @@ class AudioTokenizer(nn.Module):
         self.audio_acoustic_proj = nn.Linear(config.audio_acoustic_hidden_dim, config.hidden_size)
         self.attention_pooler = AttentionPooler(config)
         self.quantizer = FiniteScalarQuantizer(config.fsq_dim, config.fsq_input_levels)
+        # Upstream's XL code runs the quantiser in fp32 whatever the model dtype; the 2B code in model dtype.
+        self.fp32_quantizer = config.uses_xl_model_code
 
     def forward(self, latents: torch.Tensor, silence_latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latents [B, T, C]; silence_latent [frames, C] pads T up to a multiple of the pool window."""
@@ -101,8 +114,10 @@ class AudioTokenizer(nn.Module):
             latents = torch.cat([latents, filler], dim=1)
         groups = latents.reshape(batch, -1, self.pool_window_size, channels)
         pooled = self.attention_pooler(self.audio_acoustic_proj(groups))
-        quantized, indices = self.quantizer.quantize(pooled)
-        return quantized, indices
+        if self.fp32_quantizer:
+            quantized, indices = self.quantizer.quantize(pooled.float())
+            return quantized.to(pooled.dtype), indices
+        return self.quantizer.quantize(pooled)
 
 
 class AudioTokenDetokenizer(EncoderStack):

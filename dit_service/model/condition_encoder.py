@@ -22,15 +22,21 @@ class LyricEncoder(EncoderStack):
 class TimbreEncoder(EncoderStack):
     """Reference-audio latents [N, frames, 64] → one timbre vector per reference (output row 0).
 
-    ``special_token`` exists in the checkpoint but the release never prepends it; it is loaded and unused.
+    The XL model code prepends ``special_token`` as a CLS token, so row 0 is that token's output; the 2B
+    release never prepends it (the parameter is loaded and unused) and row 0 is the first frame's.
     """
 
     def __init__(self, config: AceStepConfig):
         super().__init__(config, config.timbre_hidden_dim, config.num_timbre_encoder_hidden_layers)
         self.special_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.prepend_cls = config.uses_xl_model_code
 
     def forward(self, reference_latents: torch.Tensor) -> torch.Tensor:
-        return self.run_layers(self.embed_tokens(reference_latents))[:, 0, :]
+        hidden = self.embed_tokens(reference_latents)
+        if self.prepend_cls:
+            cls = self.special_token.to(hidden.dtype).expand(hidden.shape[0], 1, -1)
+            hidden = torch.cat([cls, hidden], dim=1)
+        return self.run_layers(hidden)[:, 0, :]
 
 
 def unpack_timbre(vectors: torch.Tensor, order: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

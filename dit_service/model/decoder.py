@@ -88,7 +88,7 @@ class DiTModel(nn.Module):
         )
         self.time_embed = TimestepEmbedding(hidden)
         self.time_embed_r = TimestepEmbedding(hidden)
-        self.condition_embedder = nn.Linear(hidden, hidden)
+        self.condition_embedder = nn.Linear(config.condition_hidden_size, hidden)
         self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta)
         self.layers = nn.ModuleList(DiTLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm_out = RMSNorm(hidden, config.rms_norm_eps)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from dit_service.model.acestep_model import build_model_on_meta
-from dit_service.model.config import AceStepConfig
+from dit_service.model.config import XL_DIMENSIONS, AceStepConfig
 
 ENCODER_LAYER_KEYS = {
     "self_attn.q_proj.weight": (2048, 2048),
@@ -121,3 +121,39 @@ def test_layer_types_alternate_sliding_and_full():
     model = build_model_on_meta(config)
     assert model.decoder.layers[0].sliding_window == 128
     assert model.decoder.layers[1].sliding_window is None
+
+
+def test_xl_tensor_and_parameter_counts_match_release():
+    """Counts from upstream 6d467e4's XL class built with the released XL config (4,987,310,726 params, 19.9 GB)."""
+    state = build_model_on_meta(AceStepConfig(**XL_DIMENSIONS)).state_dict()
+    counts: dict[str, int] = {}
+    params: dict[str, int] = {}
+    for key, tensor in state.items():
+        part = key.split(".")[0]
+        counts[part] = counts.get(part, 0) + 1
+        params[part] = params.get(part, 0) + tensor.numel()
+    assert len(state) == 829
+    assert counts == {"decoder": 628, "encoder": 140, "tokenizer": 32, "detokenizer": 28, "null_condition_emb": 1}
+    # Only the decoder grows: the condition encoder, tokenizer and detokenizer are the 2B ones.
+    assert params == {
+        "decoder": 4_168_897_088,
+        "encoder": 608_367_616,
+        "tokenizer": 105_032_198,
+        "detokenizer": 105_011_776,
+        "null_condition_emb": 2048,
+    }
+    assert sum(params.values()) == 4_987_310_726
+    for key, shape in {
+        "decoder.condition_embedder.weight": (2560, 2048),
+        "decoder.time_embed.time_proj.weight": (15360, 2560),
+        "decoder.layers.31.self_attn.q_proj.weight": (4096, 2560),
+        "decoder.layers.31.cross_attn.k_proj.weight": (1024, 2560),
+        "decoder.layers.31.mlp.gate_proj.weight": (9728, 2560),
+        "decoder.proj_in.1.weight": (2560, 192, 2),
+        "encoder.timbre_encoder.special_token": (1, 1, 2048),
+        "encoder.lyric_encoder.layers.7.mlp.down_proj.weight": (2048, 6144),
+        "tokenizer.attention_pooler.embed_tokens.weight": (2048, 2048),
+        "detokenizer.special_tokens": (1, 5, 2048),
+        "null_condition_emb": (1, 1, 2048),
+    }.items():
+        assert tuple(state[key].shape) == shape, key

@@ -7,12 +7,13 @@ import torch
 
 from acestep_client.errors import FailedPrecondition, InvalidArgument
 from dit_service.engine import SynthesisRequest
+from dit_service.sampling_options import SamplingOptions
 
 
 @pytest.mark.parametrize("task_type", ["lego", "extract", "complete"])
 def test_turbo_refuses_base_only_tasks(turbo_engine, make_audio, task_type):
     req = SynthesisRequest(task_type=task_type, src_audio=make_audio(10.0))
-    with pytest.raises(FailedPrecondition, match="base/sft"):
+    with pytest.raises(FailedPrecondition, match="needs a non-turbo DiT"):
         turbo_engine.validate(req)
     with pytest.raises(FailedPrecondition):
         next(turbo_engine.synthesize(req))
@@ -34,7 +35,7 @@ BAD_FIELDS = [
     ("inference_steps", {"inference_steps": 9}),
     ("inference_steps", {"inference_steps": 0}),
     ("guidance_scale", {"guidance_scale": 20.0}),
-    ("shift", {"shift": 0.0}),
+    ("shift", {"sampling": SamplingOptions(shift=0.0)}),
     ("cfg_interval_start", {"cfg_interval_start": 0.8, "cfg_interval_end": 0.2}),
     ("cfg_interval_end", {"cfg_interval_end": 1.5}),
     ("audio_cover_strength", {"audio_cover_strength": -0.1}),
