@@ -281,6 +281,6 @@ class CotStateMachine:
             self.value_tokens.append(token_id)
 
 
-def target_code_count(duration: float) -> int | None:
-    """Exactly ``int(5 * duration)`` codes when the user gave a duration > 0, else no count control."""
+def target_code_count(duration: float | None) -> int | None:
+    """Exactly ``int(5 * duration)`` codes when the song's duration is known (> 0), else no count control."""
     return int(duration * 5) if duration and duration > 0 else None

@@ -260,17 +260,18 @@ class Planner:
         ]
         return self.engine.run(specs, should_stop)
 
-    def _decode_codes(self, rows, seeds, params, target, constrained, max_new, should_stop):
-        """Audio-code decoding (Phase 2); yields progress, then ``("done", codes per item)``."""
+    def _decode_codes(self, rows, seeds, params, targets, constrained, max_new, should_stop):
+        """Audio-code decoding (Phase 2), per item a target count and a token limit; yields progress, then
+        ``("done", codes per item)``."""
         if self.engine is None:
-            return self.backend.run_phase2(rows, seeds, params, target, constrained, max_new, should_stop)
+            return self.backend.run_phase2(rows, seeds, params, targets, constrained, max_new, should_stop)
         items = len(seeds)
         specs = [
             GroupSpec(
-                rows[i], generator, params, max_new,
+                rows[i], generator, params, max_new[i],
                 head=Head.CODES if constrained else Head.FULL,
                 uncond_prompt=rows[items + i] if params.uses_cfg else None,
-                exact_tokens=target if constrained else None,
+                exact_tokens=targets[i] if constrained else None,
             )
             for i, generator in enumerate(self._generators(seeds))
         ]  # fmt: skip
@@ -327,29 +328,46 @@ class Planner:
         seeds: list[int],
         should_stop: Callable[[], bool],
     ):
-        target = target_code_count(req.duration) if req.use_constrained_decoding else None
-        if req.duration and req.duration > 0:
-            clamped = min(max(req.duration, DURATION_MIN), DURATION_MAX)
-            max_new = min(int(clamped * 5) + 500, self.max_new_tokens)
-        else:
-            max_new = self.max_new_tokens
+        durations = [codes_duration(req.duration, m) for m in metadata_list]
+        targets = [target_code_count(d) if req.use_constrained_decoding else None for d in durations]
+        max_new = [self._codes_budget(d) for d in durations]
         rows_cond = [
             self._encode(prompts.phase2_prompt(req.caption, req.lyrics, format_cot(_cot_fields(m))))
             for m in metadata_list
         ]
         rows = list(rows_cond)
         if params.uses_cfg:
-            uncond = self._encode(prompts.phase2_negative_prompt(req.caption, req.lyrics, req.lm_negative_prompt))
+            uncond = self._encode(prompts.phase2_negative_prompt(req.lm_negative_prompt))
             rows += [uncond] * len(seeds)
-        total = target if target is not None else max_new
+        total = max(t if t is not None else m for t, m in zip(targets, max_new, strict=True))
         codes: list[list[int]] = []
-        for kind, value in self._decode_codes(rows, seeds, params, target, req.use_constrained_decoding, max_new,
+        for kind, value in self._decode_codes(rows, seeds, params, targets, req.use_constrained_decoding, max_new,
                                               should_stop):  # fmt: skip
             if kind == "progress":
                 yield PhaseProgress(phase=2, tokens=int(value), total_estimate=total)
             else:
                 codes = value
         return codes
+
+    def _codes_budget(self, duration: float | None) -> int:
+        """Token limit of an unconstrained Phase 2 (upstream 6d467e4 ``_compute_max_new_tokens``, codes phase):
+        the duration's codes (duration clamped to 10..max) plus 10, else the codes of the longest song plus 500."""
+        if duration is None:
+            return min(DURATION_MAX * 5 + 500, self.max_new_tokens)
+        clamped = min(max(duration, DURATION_MIN), self.max_duration)
+        return min(int(clamped * 5) + 10, self.max_new_tokens)
+
+
+def codes_duration(user_duration: float | None, metadata: dict[str, Any]) -> float | None:
+    """The song length Phase 2 writes codes for: the user's duration, else the CoT's (upstream 6d467e4's
+    null-duration fix: without it an open-ended Phase 2 could write more codes than the DiT expects)."""
+    if user_duration is not None and user_duration > 0:
+        return float(user_duration)
+    try:
+        cot_duration = float(metadata.get("duration") or 0)
+    except (TypeError, ValueError):
+        return None
+    return cot_duration if cot_duration > 0 else None
 
 
 def _cot_fields(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -340,21 +340,23 @@ class VllmBackend:
         rows: list[list[int]],
         seeds: list[int],
         params: SamplingParams,
-        target_codes: int | None,
+        target_codes: list[int | None],
         constrained: bool,
-        max_new_tokens: int,
+        max_new_tokens: list[int],
         should_stop: Callable[[], bool],
     ) -> Iterator[tuple[str, object]]:
-        """Audio codes of each item (EOS excluded); exactly ``target_codes`` when constrained and given."""
+        """Audio codes of each item (EOS excluded); exactly its ``target_codes`` when constrained and given."""
         _refuse_cfg(params.cfg_scale)
         if len(rows) != len(seeds):
             raise ValueError("vllm backend: one prompt row per seed, no CFG rows")
-        exact = target_codes if constrained and target_codes is not None else None
-        self._check_fits(rows, exact)
+        for row, target in zip(rows, target_codes, strict=True):
+            self._check_fits([row], target if constrained else None)
         states = [RequestState(top_k=params.top_k, top_p=params.top_p) for _ in seeds]
 
         def make_kwargs(i: int, key: str) -> dict:
-            return phase2_sampling_kwargs(self.table, params, seeds[i], target_codes, constrained, max_new_tokens, key)
+            return phase2_sampling_kwargs(
+                self.table, params, seeds[i], target_codes[i], constrained, max_new_tokens[i], key
+            )
 
         outputs = yield from self._generate(rows, states, make_kwargs, should_stop)
         yield "done", [codes_from_tokens(tokens, self.table) for tokens in outputs]
