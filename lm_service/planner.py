@@ -382,7 +382,7 @@ class Planner:
         ]
         rows = list(rows_cond)
         if params.uses_cfg:
-            uncond = self._encode(prompts.phase2_negative_prompt(req.caption, req.lyrics, req.lm_negative_prompt))
+            uncond = self._encode(prompts.phase2_negative_prompt(req.lm_negative_prompt))
             rows += [uncond] * len(seeds)
         total = max(max_new)
         codes: list[list[int]] = []
@@ -393,6 +393,26 @@ class Planner:
             else:
                 codes = value
         return codes
+
+    def _codes_budget(self, duration: float | None) -> int:
+        """Token limit of an unconstrained Phase 2 (upstream 6d467e4 ``_compute_max_new_tokens``, codes phase):
+        the duration's codes (duration clamped to 10..max) plus 10, else the codes of the longest song plus 500."""
+        if duration is None:
+            return min(DURATION_MAX * 5 + 500, self.max_new_tokens)
+        clamped = min(max(duration, DURATION_MIN), self.max_duration)
+        return min(int(clamped * 5) + 10, self.max_new_tokens)
+
+
+def codes_duration(user_duration: float | None, metadata: dict[str, Any]) -> float | None:
+    """The song length Phase 2 writes codes for: the user's duration, else the CoT's (upstream 6d467e4's
+    null-duration fix: without it an open-ended Phase 2 could write more codes than the DiT expects)."""
+    if user_duration is not None and user_duration > 0:
+        return float(user_duration)
+    try:
+        cot_duration = float(metadata.get("duration") or 0)
+    except (TypeError, ValueError):
+        return None
+    return cot_duration if cot_duration > 0 else None
 
 
 def _cot_fields(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,12 @@ What reaches the LM (as upstream's generate flow): caption and lyrics in the use
 User metadata (bpm, keyscale, timesignature, duration) never enters the prompt text; it is injected
 verbatim into the CoT by the constrained decoder (Phase 1) or written into the CoT (Phase 2).
 ``instrumental`` and ``vocal_language`` do not change the LM prompt (upstream passes them only to the DiT).
+
+Phase 2 follows upstream's CFG prompt fix (#1126, 2026-04-22): both codes prompts leave the assistant turn
+open and end with ``{cot}\n\n`` so the first code follows ``</think>\n\n`` as in training, and the
+unconditional user turn is the bare negative prompt (no caption, no lyrics), with the empty CoT.
+Upstream's pre-fix uncond (caption and lyrics kept) survives there only as a Gradio debug toggle
+(``use_legacy_cfg_prompt``, off), so it is not offered here.
 """
 
 from __future__ import annotations
@@ -34,9 +40,7 @@ def _system(instruction: str = LM_INSTRUCTION) -> str:
     return _turn("system", f"# Instruction\n{instruction}\n\n")
 
 
-def _user(caption: str | None, lyrics: str) -> str:
-    if caption is None:
-        return _turn("user", f"# Lyric\n{lyrics}\n")
+def _user(caption: str, lyrics: str) -> str:
     return _turn("user", f"# Caption\n{caption}\n\n# Lyric\n{lyrics}\n")
 
 
@@ -48,22 +52,21 @@ def phase1_prompt(caption: str, lyrics: str) -> str:
     return _system() + _user(caption, lyrics) + GENERATION_PROMPT
 
 
-def _closed_assistant_turn(cot_text: str) -> str:
-    """The Qwen3 template's rendering of an assistant message holding ``<think>..</think>``."""
-    reasoning = cot_text.split("</think>")[0].split("<think>")[-1].strip("\n")
-    rest = cot_text.split("</think>")[-1].lstrip("\n")
-    return f"{IM_START}assistant\n<think>\n{reasoning}\n</think>\n\n{rest}{IM_END}\n"
+def _open_assistant_turn(cot_text: str) -> str:
+    """The CoT inside a still-open assistant turn, then the ``\\n\\n`` the template puts after ``</think>``."""
+    return f"{GENERATION_PROMPT}{cot_text}\n\n"
 
 
 def phase2_prompt(caption: str, lyrics: str, cot_text: str) -> str:
-    """Codes prompt (P2c): the CoT sits in a closed assistant turn; codes follow ``<|im_end|>\\n``."""
-    return _system() + _user(caption, lyrics) + _closed_assistant_turn(cot_text)
+    """Codes prompt (P2c): ``cot_text`` (``format_cot``) sits in the open assistant turn; codes follow it."""
+    return _system() + _user(caption, lyrics) + _open_assistant_turn(cot_text)
 
 
-def phase2_negative_prompt(caption: str, lyrics: str, negative_prompt: str) -> str:
-    """Unconditional codes prompt: empty CoT; the caption is swapped only for a custom negative prompt."""
-    used_caption = negative_prompt if has_meaningful_negative_prompt(negative_prompt) else caption
-    return _system() + _user(used_caption, lyrics) + _closed_assistant_turn(EMPTY_COT)
+def phase2_negative_prompt(negative_prompt: str) -> str:
+    """Unconditional codes prompt: the user turn is only the negative prompt (default text when it is not
+    meaningful), with the empty CoT, so CFG pushes along the caption, lyrics and CoT together."""
+    user = negative_prompt if has_meaningful_negative_prompt(negative_prompt) else DEFAULT_NEGATIVE_PROMPT
+    return _system() + _turn("user", user) + _open_assistant_turn(EMPTY_COT)
 
 
 def understand_prompt(audio_codes: str) -> str:

@@ -12,6 +12,8 @@ from acestep_client.errors import Cancelled, FailedPrecondition, InvalidArgument
 from lm_service.planner import ItemCodes, ItemMetadata, PhaseProgress, PhaseTimes, Planner, PlanRequest
 from lm_service.vocab import KEYSCALES, LANGUAGES, TIME_SIGNATURES
 
+from .conftest import TEST_PLANNER_OPTIONS
+
 
 def run(planner: Planner, req: PlanRequest, should_stop=lambda: False):
     events = list(planner.plan(req, should_stop))
@@ -148,6 +150,18 @@ def test_constraints_off_really_off(planner: Planner) -> None:
     # Off: no codes-only mask and no forced count: it stops at EOS or after the planned duration's 50
     # tokens (upstream allows 500 more; here the codes never outrun the plan), text tokens are dropped.
     assert len(off_codes[0]) <= 50
+
+
+def test_codes_follow_the_cot_duration_when_none_is_given(planner: Planner) -> None:
+    """Upstream 6d467e4's null-duration fix: without a user duration, each song gets exactly the codes of the
+    duration its CoT chose, so the DiT receives as many codes as the song it renders."""
+    short = Planner(planner.tokenizer, planner.backend, max_duration=12, **TEST_PLANNER_OPTIONS)  # CoT: 10-12 s
+    events, metas, codes = run(short, PlanRequest(caption="x", seeds=[2, 3]))
+    for item in (0, 1):
+        assert 10 <= metas[item]["duration"] <= 12
+        assert len(codes[item]) == 5 * metas[item]["duration"]
+    totals = {e.total_estimate for e in events if isinstance(e, PhaseProgress) and e.phase == 2}
+    assert totals == {5 * max(m["duration"] for m in metas.values())}
 
 
 def test_constrained_decoding_debug_logs_transitions(planner: Planner, caplog: pytest.LogCaptureFixture) -> None:

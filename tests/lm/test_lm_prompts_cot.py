@@ -29,26 +29,42 @@ def test_phase1_prompt_equals_chat_template(planner, caption: str, lyrics: str) 
     assert rendered == SYS + user + "<|im_start|>assistant\n"
 
 
-def test_phase2_prompt_equals_chat_template(planner) -> None:
+def _template(tokenizer, user: str) -> str:
+    system = {"role": "system", "content": f"# Instruction\n{prompts.LM_INSTRUCTION}\n\n"}
+    return tokenizer.apply_chat_template(
+        [system, {"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def test_phase2_prompt_leaves_the_assistant_turn_open(planner) -> None:
+    """Upstream #1126: codes continue the assistant turn right after ``</think>\\n\\n`` (the training layout),
+    i.e. the template's rendering of the full assistant message without its closing ``<|im_end|>``."""
     cot = "<think>\nbpm: 120\ncaption: x\n</think>"
-    rendered = planner.tokenizer.apply_chat_template(
+    user = "# Caption\ncap\n\n# Lyric\nly\n"
+    prompt = prompts.phase2_prompt("cap", "ly", cot)
+    assert prompt == _template(planner.tokenizer, user) + cot + "\n\n"
+    closed = planner.tokenizer.apply_chat_template(
         [
             {"role": "system", "content": f"# Instruction\n{prompts.LM_INSTRUCTION}\n\n"},
-            {"role": "user", "content": "# Caption\ncap\n\n# Lyric\nly\n"},
+            {"role": "user", "content": user},
             {"role": "assistant", "content": cot},
         ],
         tokenize=False,
-        add_generation_prompt=False,
     )
-    assert prompts.phase2_prompt("cap", "ly", cot) == rendered
-    assert rendered.endswith("<|im_start|>assistant\n<think>\nbpm: 120\ncaption: x\n</think>\n\n<|im_end|>\n")
+    assert closed == prompt + "<|im_end|>\n"
+    assert prompt.endswith("<|im_start|>assistant\n<think>\nbpm: 120\ncaption: x\n</think>\n\n")
 
 
-def test_phase2_negative_prompt_keeps_caption_unless_custom() -> None:
-    default = prompts.phase2_negative_prompt("cap", "ly", "NO USER INPUT")
-    assert "# Caption\ncap\n" in default
-    assert default.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n<|im_end|>\n")
-    assert "# Caption\nbad\n" in prompts.phase2_negative_prompt("cap", "ly", "bad")
+@pytest.mark.parametrize(
+    ("negative", "user"), [("NO USER INPUT", "NO USER INPUT"), ("", "NO USER INPUT"), ("  ", "NO USER INPUT"),
+                           ("harsh noise", "harsh noise")]
+)  # fmt: skip
+def test_phase2_negative_prompt_is_the_bare_negative_prompt(planner, negative: str, user: str) -> None:
+    """The CFG uncond carries neither caption nor lyrics; its CoT is the empty one the template renders."""
+    prompt = prompts.phase2_negative_prompt(negative)
+    assert prompt == _template(planner.tokenizer, user) + "<think>\n\n</think>\n\n"
+    assert "# Caption" not in prompt and "# Lyric" not in prompt
+    assert format_cot({}) == prompts.EMPTY_COT
 
 
 def test_special_tokens_are_single_ids(planner) -> None:
