@@ -11,11 +11,14 @@ Decisions, kept here so there is one place to read them:
 - ``audios[i]["tensor"]`` is a CPU float32 torch tensor ``[2, samples]``; a numpy array when torch
   is not installed (the SDK does not require torch). Whatever the stream encoding, chunks are decoded
   back to float32; the tensor is exact only for ``pcm_f32le`` (16-bit PCM and FLAC: within half a
-  16-bit step; Opus: lossy). Files on disk follow ``audio_format``, not the stream encoding.
+  16-bit step; Opus: lossy). Files on disk follow ``audio_format`` (and for mp3 ``mp3_bitrate`` /
+  ``mp3_sample_rate``: an :class:`~acestep_client.audio_io.FileFormat`), not the stream encoding.
 - Chunks are kept as they arrived and decoded when the result is built (FLAC/Opus on parallel threads,
   and off the event loop for the asyncio paths: Opus decodes at only ~25x real time); a chunk that does
   not decode to what it announces fails the call with DATA_LOSS.
-- A gain of 0 is proto3's "unset" and means 1.0.
+- The chunks arrive with the request's fades already applied; the item's gain (clip guard and, with
+  ``enable_normalization``, peak normalisation to ``normalization_db``) needs the whole item's peak, so it
+  comes in ItemResult and multiplies the assembled item here. A gain of 0 is proto3's "unset" and means 1.0.
 - ``extra_outputs["lm_metadata"]`` is the LM metadata of the first item (the lowest item_index that
   came), present only if one came; ``extra_outputs["lm_metadata_by_item"]`` lists every item's, indexed
   by item (None where none came): items plan independently and differ.
@@ -37,7 +40,7 @@ import grpc
 import numpy as np
 
 from acestep_client import errors
-from acestep_client.audio_io import write_audio
+from acestep_client.audio_io import FileFormat, write_audio
 from acestep_client.constants import CHANNELS, SAMPLE_RATE
 from acestep_client.convert import params_from_proto
 from acestep_client.keys import audio_key
@@ -182,7 +185,7 @@ class StreamAssembler:
             "silent": bool(item.silent),
         }
 
-    def result(self, save_dir: str | Path | None = None, audio_format: str = "flac") -> GenerationResult:
+    def result(self, save_dir: str | Path | None = None, audio_format: str | FileFormat = "flac") -> GenerationResult:
         """The finished result; raises CallError when the stream was incomplete or inconsistent."""
         if self._done is None:
             raise CallError("DATA_LOSS", "the stream ended without a done event")
@@ -210,8 +213,9 @@ class StreamAssembler:
         )
 
 
-def _write_all(audios: list[dict[str, Any]], save_dir: Path, audio_format: str) -> None:
+def _write_all(audios: list[dict[str, Any]], save_dir: Path, audio_format: str | FileFormat) -> None:
     """Write every non-silent item; on any failure remove what this call wrote, then re-raise."""
+    spec = FileFormat.of(audio_format)
     written: list[Path] = []
     try:
         for audio in audios:
@@ -219,7 +223,7 @@ def _write_all(audios: list[dict[str, Any]], save_dir: Path, audio_format: str) 
                 continue
             samples = audio["tensor"]
             samples = samples.numpy() if hasattr(samples, "numpy") else samples
-            path = write_audio(save_dir / f"{audio['key']}.{audio_format}", samples, audio["sample_rate"], audio_format)
+            path = write_audio(save_dir / f"{audio['key']}.{spec.extension}", samples, audio["sample_rate"], spec)
             written.append(path)
             audio["path"] = str(path)
     except BaseException:
@@ -243,7 +247,7 @@ def failed(exc: BaseException) -> GenerationResult:
 def assemble(
     events: Iterable[orchestrator_pb2.GenerateMusicResponse],
     save_dir: str | Path | None = None,
-    audio_format: str = "flac",
+    audio_format: str | FileFormat = "flac",
     progress: ProgressCallback | None = None,
 ) -> GenerationResult:
     """Consume a (sync) event stream; gRPC and protocol errors become ``success=False``."""
@@ -265,7 +269,7 @@ def assemble(
 async def assemble_async(
     events: AsyncIterable[orchestrator_pb2.GenerateMusicResponse],
     save_dir: str | Path | None = None,
-    audio_format: str = "flac",
+    audio_format: str | FileFormat = "flac",
     progress: ProgressCallback | None = None,
 ) -> GenerationResult:
     """:func:`assemble` for an async event stream (grpc.aio or the in-process pipeline)."""

@@ -1,39 +1,135 @@
-"""Audio files in and out: FLAC, WAV and MP3 through soundfile (libsndfile, bundled in its wheel).
+"""Audio files in and out. Arrays are float32, channels first (``[channels, samples]``), as the API's tensors are.
 
-Arrays are float32, channels first (``[channels, samples]``), as the API's tensors are.
+Which library writes each output format (GenerationConfig.audio_format), and how:
+
+- ``flac``: soundfile (libsndfile, bundled in its wheel), 16-bit, as the reference saves it.
+- ``wav``: soundfile, 32-bit float samples (what upstream's torchaudio/soundfile path writes for float audio).
+- ``wav32``: soundfile, 32-bit float WAV, upstream's explicit float format; the file is ``.wav``.
+- ``mp3``: soundfile (libsndfile's LAME encoder), constant bitrate ``mp3_bitrate`` (libsndfile's compression
+  level maps linearly onto 320-32 kb/s: :func:`mp3_compression_level`), at ``mp3_sample_rate``; 44100 Hz is
+  resampled here (:func:`resample`, band-limited polyphase, numpy only).
+- ``opus``: soundfile (libsndfile's libopus), Ogg Opus at 48 kHz, the encoder's default bitrate.
+- ``aac``: PyAV (FFmpeg's native AAC-LC encoder at its default 128 kb/s, as upstream's ffmpeg path), in an MP4
+  container (``.m4a``) whose edit list marks the encoder's priming and the exact length: raw ADTS (upstream's
+  ``.aac``) cannot, and starts with 1024 extra samples. PyAV is optional: ``pip install 'acestep-grpc[aac]'``;
+  without it ``aac`` is refused before the request is sent (:func:`check_encoder`).
+
+Reading (uploads) is soundfile's: wav, flac and mp3.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import math
 import os
 import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from acestep_client.constants import AUDIO_FORMATS, CHANNELS, SAMPLE_RATE
+from acestep_client.constants import AUDIO_FORMATS, CHANNELS, MP3_BITRATES, MP3_SAMPLE_RATES, SAMPLE_RATE
 from acestep_client.errors import InvalidArgument
+from acestep_client.extras import AAC_EXTRA_INSTALL
 
-# (soundfile format, subtype). FLAC at 16 bit as the reference saves it; WAV as float (lossless).
-_WRITE_AS = {"flac": ("FLAC", "PCM_16"), "wav": ("WAV", "FLOAT"), "mp3": ("MP3", "MPEG_LAYER_III")}
+# soundfile's (format, subtype) of each format it writes; aac goes through PyAV.
+_WRITE_AS = {
+    "flac": ("FLAC", "PCM_16"),
+    "wav": ("WAV", "FLOAT"),
+    "wav32": ("WAV", "FLOAT"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "opus": ("OGG", "OPUS"),
+}
+EXTENSIONS = {"wav32": "wav", "aac": "m4a"}  # the others: the format's name
 
 
-def _check_format(audio_format: str) -> tuple[str, str]:
-    if audio_format not in _WRITE_AS:
+@dataclass(frozen=True)
+class FileFormat:
+    """How the SDK writes a result's files: GenerationConfig's audio_format plus its mp3 options."""
+
+    audio_format: str = "flac"
+    mp3_bitrate: str = "128k"
+    mp3_sample_rate: int = SAMPLE_RATE
+
+    @classmethod
+    def of(cls, value: str | FileFormat) -> FileFormat:
+        """A FileFormat from itself or a bare format name (the mp3 options at their defaults)."""
+        return value if isinstance(value, FileFormat) else cls(value)
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS.get(self.audio_format, self.audio_format)
+
+
+def _check_format(audio_format: str) -> None:
+    if audio_format not in AUDIO_FORMATS:
         raise InvalidArgument("audio_format", f"must be one of {', '.join(AUDIO_FORMATS)}, got {audio_format!r}")
-    return _WRITE_AS[audio_format]
 
 
-def encode_audio(audio: np.ndarray, sample_rate: int, audio_format: str) -> bytes:
-    """Encode ``[channels, samples]`` float audio into a file's bytes."""
-    container, subtype = _check_format(audio_format)
+def check_encoder(audio_format: str) -> None:
+    """InvalidArgument naming audio_format when this install cannot write it (aac without PyAV)."""
+    _check_format(audio_format)
+    if audio_format == "aac" and importlib.util.find_spec("av") is None:
+        raise InvalidArgument(
+            "audio_format", f"aac files are encoded with PyAV (FFmpeg), which is not installed: {AAC_EXTRA_INSTALL}, "
+                            "or choose flac, wav, wav32, mp3 or opus (soundfile)")
+
+
+def mp3_compression_level(bitrate: str) -> float:
+    """libsndfile's MP3 compression level for a constant ``bitrate`` ("128k"): it sets LAME's bitrate to
+    ``int(320 - level * 288)`` kb/s at 32-48 kHz, so aim half a kb/s above the target to land on it exactly."""
+    if bitrate not in MP3_BITRATES:
+        raise InvalidArgument("mp3_bitrate", f"must be one of {', '.join(MP3_BITRATES)}, got {bitrate!r}")
+    kbps = int(bitrate.removesuffix("k"))
+    return max(0.0, (320.0 - (kbps + 0.5)) / 288.0)
+
+
+def _encode_aac(frames: np.ndarray, sample_rate: int) -> bytes:
+    """[channels, samples] float32 -> AAC-LC in MP4 bytes, through PyAV (imported only here: optional)."""
+    try:
+        import av
+    except ImportError:
+        check_encoder("aac")
+        raise
+    layout = "stereo" if frames.shape[0] == 2 else "mono"
     buffer = io.BytesIO()
-    frames = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).T)
-    sf.write(buffer, frames, sample_rate, format=container, subtype=subtype)
+    # movie_timescale = the sample rate: the edit list then states the length to the sample, not to the ms.
+    with av.open(buffer, mode="w", format="ipod", options={"movie_timescale": str(sample_rate)}) as container:
+        stream = container.add_stream("aac", rate=sample_rate, layout=layout)
+        stream.time_base = Fraction(1, sample_rate)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(frames), format="fltp", layout=layout)
+        frame.sample_rate = sample_rate
+        frame.pts = 0  # with timestamps the encoder's priming packets get negative ones, hence the edit list
+        frame.time_base = stream.time_base
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def encode_audio(audio: np.ndarray, sample_rate: int, audio_format: str | FileFormat) -> bytes:
+    """Encode ``[channels, samples]`` float audio into a file's bytes."""
+    spec = FileFormat.of(audio_format)
+    _check_format(spec.audio_format)
+    samples = np.asarray(audio, dtype=np.float32)
+    if spec.audio_format == "aac":
+        return _encode_aac(samples, sample_rate)
+    container, subtype = _WRITE_AS[spec.audio_format]
+    options: dict[str, object] = {}
+    if spec.audio_format == "mp3":
+        if spec.mp3_sample_rate not in MP3_SAMPLE_RATES:
+            allowed = " or ".join(str(rate) for rate in MP3_SAMPLE_RATES)
+            raise InvalidArgument("mp3_sample_rate", f"must be {allowed} (Hz), got {spec.mp3_sample_rate!r}")
+        options = {"compression_level": mp3_compression_level(spec.mp3_bitrate), "bitrate_mode": "CONSTANT"}
+        samples = resample(samples, sample_rate, spec.mp3_sample_rate)
+        sample_rate = spec.mp3_sample_rate
+    buffer = io.BytesIO()
+    sf.write(buffer, np.ascontiguousarray(samples.T), sample_rate, format=container, subtype=subtype, **options)
     return buffer.getvalue()
 
 
@@ -44,7 +140,9 @@ def _umask() -> int:
     return mask
 
 
-def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, audio_format: str) -> Path:
+def write_audio(
+    path: str | os.PathLike, audio: np.ndarray, sample_rate: int, audio_format: str | FileFormat
+) -> Path:
     """Write atomically (temp file + rename), so a failure never leaves a partial file behind."""
     path = Path(path)
     data = encode_audio(audio, sample_rate, audio_format)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acestep_client.constants import TASKS_BASE_MODEL_ONLY, TURBO_MAX_STEPS
+from acestep_client.constants import MAX_TIMESTEPS_TURBO, TASKS_BASE_MODEL_ONLY, TURBO_MAX_STEPS
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2
+from acestep_client.validation import timestep_steps
 
 BASE_MODEL = "acestep-v15-base"
 _REFUSALS = ("INVALID_ARGUMENT", "FAILED_PRECONDITION")
@@ -69,18 +70,21 @@ def _hint(code: str, name: str | None, details: str, params: Any, target: str | 
     """The flag that fixes a request the served model cannot run, if that is what happened."""
     turbo = "turbo" in details.lower() or (not target and "turbo" in dit_model)
     too_many_steps = name == "inference_steps" and params.inference_steps > TURBO_MAX_STEPS
+    too_many_timesteps = name == "timesteps" and timestep_steps(params.timesteps) > MAX_TIMESTEPS_TURBO
     base_task = code == "FAILED_PRECONDITION" and params.task_type in TASKS_BASE_MODEL_ONLY
-    if not turbo or not (too_many_steps or base_task):
+    if not turbo or not (too_many_steps or too_many_timesteps or base_task):
         return None
     if target and "--dit-model" in details:
         return None  # the server's message already says how to serve a base model
     need = (f"--inference-steps above {TURBO_MAX_STEPS}" if too_many_steps
+            else f"--timesteps with more than {MAX_TIMESTEPS_TURBO} steps" if too_many_timesteps
             else f"--task-type {params.task_type}")
     if target:
         fix = f"start a server with a base model: `acestep serve all --dit-model {BASE_MODEL}`"
     else:
         fix = f"add --dit-model {BASE_MODEL} (the in-process stack then loads the base model)"
-    alternative = f", or use --inference-steps {TURBO_MAX_STEPS} or fewer" if too_many_steps else ""
+    alternative = (f", or use --inference-steps {TURBO_MAX_STEPS} or fewer" if too_many_steps
+                   else f", or give {MAX_TIMESTEPS_TURBO} steps or fewer" if too_many_timesteps else "")
     served = "the server runs a turbo model" if target else f"{dit_model} is a turbo model"
     return f"hint: {need} needs a base model and {served}: {fix}{alternative}"
 
@@ -101,6 +105,10 @@ def embedded_model_problem(params: Any, checkpoints: str, dit_model: str) -> Fai
         name, code = "inference_steps", "INVALID_ARGUMENT"
         text = (f"--inference-steps: must be between 1 and {TURBO_MAX_STEPS} on {dit_model}, "
                 f"got {params.inference_steps}")
+    elif timestep_steps(params.timesteps) > MAX_TIMESTEPS_TURBO:
+        name, code = "timesteps", "INVALID_ARGUMENT"
+        text = (f"--timesteps: must have 1-{MAX_TIMESTEPS_TURBO} steps (values above the final 0) on {dit_model}, "
+                f"got {timestep_steps(params.timesteps)}")
     elif params.task_type in TASKS_BASE_MODEL_ONLY:
         name, code = "task_type", "FAILED_PRECONDITION"
         text = f"--task-type {params.task_type}: {dit_model} runs only text2music, cover and repaint"

@@ -21,7 +21,19 @@ from typing import Any
 
 from acestep_client.cli_common import add_connection_flags, announce, client_options, codes_or_file, text_or_file
 from acestep_client.cli_errors import Failure, StreamWatch, describe_failure, embedded_model_problem, input_error
-from acestep_client.constants import AUDIO_FORMATS, STREAM_ENCODINGS, TASK_TYPES
+from acestep_client.constants import (
+    AUDIO_FORMATS,
+    CHUNK_MASK_MODES,
+    DCW_MODES,
+    DCW_WAVELETS,
+    INFER_METHODS,
+    MP3_BITRATES,
+    MP3_SAMPLE_RATES,
+    REPAINT_MODES,
+    SAMPLER_MODES,
+    STREAM_ENCODINGS,
+    TASK_TYPES,
+)
 from acestep_client.errors import AceStepError, InvalidArgument
 from acestep_client.types import GenerationConfig, GenerationParams, GenerationResult
 
@@ -59,8 +71,47 @@ PARAM_FLAGS: list[tuple[str, Any, str]] = [
     ("--lm-top-k", int, "LM top-k, 0 = off (default: 0)"),
     ("--lm-top-p", float, "LM nucleus sampling 0-1 (default: 0.9)"),
     ("--lm-negative-prompt", str, "LM negative prompt (default: 'NO USER INPUT')"),
+    # Sampling: upstream's names and defaults (README "Sampling options")
+    ("--shift", float, "timestep shift 1-5: higher spends more steps at high noise (default: 3.0)"),
+    ("--infer-method", str.lower, "ode (deterministic) or sde (re-noises each step, seeded) (default: ode)"),
+    ("--timesteps", str, "custom schedule, comma-separated, decreasing, in 0-1, e.g. 0.97,0.76,0.5,0.28,0 (final 0 "
+                         "optional): 1-20 steps on turbo, 1-200 on base; overrides --inference-steps and --shift "
+                         "(default: the model's schedule)"),
+    ("--sampler-mode", str.lower, "euler, or heun (two model calls a step; ode only) (default: euler)"),
+    ("--velocity-norm-threshold", float, "cap the velocity's norm at this times the latent's, 0-5, 0 = off "
+                                         "(default: 0)"),
+    ("--velocity-ema-factor", float, "mix this much of the previous step's velocity in, 0-0.5, 0 = off (default: 0)"),
+    ("--dcw-mode", str.lower, "DCW correction band(s): low, high, double or pix (default: double)"),
+    ("--dcw-scaler", float, "DCW low-band strength (the only one in low/high/pix), 0-0.1 (default: 0.05)"),
+    ("--dcw-high-scaler", float, "DCW high-band strength in double mode, 0-0.1 (default: 0.02)"),
+    ("--dcw-wavelet", str.lower, "DCW wavelet: haar, db2, db4, sym4, sym8 or coif2 (default: haar)"),
+    # Output: upstream's names and defaults (README "Output options and file formats")
+    ("--fade-in-duration", float, "linear fade-in over the first seconds, 0-10 (default: 0, none)"),
+    ("--fade-out-duration", float, "linear fade-out over the last seconds, 0-10 (default: 0, none)"),
+    ("--normalization-db", float, "peak level each item is normalised to, -10-0 dBFS (default: -1.0)"),
+    ("--latent-shift", float, "added to the DiT latents before the VAE decodes them, -0.2-0.2 (default: 0)"),
+    ("--latent-rescale", float, "multiplies the DiT latents before the VAE decodes them, 0.5-1.5 (default: 1.0)"),
+    # Editing: upstream's names (README "Editing options")
+    ("--retake-seed", int, "seed of the retake noise mixed in by --retake-variance; item i uses it + i "
+                           "(default: -1, each item's seed + 2^33)"),
+    ("--retake-variance", float, "a variation of the same seed: 0-1, 0 = the seed's own noise, 1 = the retake "
+                                 "seed's (default: 0)"),
+    ("--repaint-mode", str.lower, "repaint: conservative (source injected every step), balanced or aggressive "
+                                  "(never injected) (default: balanced)"),
+    ("--repaint-strength", float, "balanced repaint: 0-1, the higher the less the source is injected "
+                                  "(default: 0.5)"),
+    ("--repaint-latent-crossfade-frames", int, "repaint: 25 Hz frames blended from the source into the new audio "
+                                               "inside each edge of the span, 0-100 (default: 10)"),
+    ("--chunk-mask-mode", str.lower, "repaint/lego: explicit (the model is told the span) or auto (the model "
+                                     "decides, upstream's default) (default: explicit)"),
+    ("--cover-noise-strength", float, "0-1: start from the source audio renoised, 1 = closest to it "
+                                      "(default: 0, pure noise)"),
+    ("--global-caption", str, "SFT-stems (lego) models: the whole song's caption; --caption describes the track "
+                              "(default: empty)"),
 ]
-_CHOICES = {"--task-type": TASK_TYPES}
+_CHOICES = {"--task-type": TASK_TYPES, "--infer-method": INFER_METHODS, "--sampler-mode": SAMPLER_MODES,
+            "--dcw-mode": DCW_MODES, "--dcw-wavelet": DCW_WAVELETS, "--repaint-mode": REPAINT_MODES,
+            "--chunk-mask-mode": CHUNK_MASK_MODES}
 # Boolean switches: (flag, params field, value stored, help).
 PARAM_SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--instrumental", "instrumental", True, "no vocals (default: off)"),
@@ -75,6 +126,10 @@ PARAM_SWITCHES: list[tuple[str, str, bool, str]] = [
                                                      "(default: it does)"),
     ("--no-constrained-decoding", "use_constrained_decoding", False, "let the LM write freely where a grammar "
                                                                      "keeps it to valid values (default: constrained)"),
+    ("--no-normalization", "enable_normalization", False, "keep the decoder's level (only a clipping item is "
+                                                          "scaled down) (default: peak-normalised, as upstream)"),
+    ("--no-dcw", "dcw_enabled", False, "the plain sampler, without the DCW correction after each step "
+                                       "(default: DCW on, as upstream)"),
 ]
 PARAM_FIELDS = [flag[2:].replace("-", "_") for flag, _, _ in PARAM_FLAGS] + [f for _, f, _, _ in PARAM_SWITCHES]
 # API field -> the flag that sets it: error messages name flags, not only fields.
@@ -85,6 +140,8 @@ FIELD_FLAGS: dict[str, str] = {
     "seeds": "--seeds",
     "use_random_seed": "--use-random-seed/--no-random-seed",
     "audio_format": "--audio-format",
+    "mp3_bitrate": "--mp3-bitrate",
+    "mp3_sample_rate": "--mp3-sample-rate",
     "stream_encoding": "--stream-encoding",
     "from_json": "--from-json",
     "dit_model": "--dit-model",
@@ -132,7 +189,13 @@ def add_generate_command(commands: Any) -> argparse.ArgumentParser:
     seeds.add_argument("--no-random-seed", dest="use_random_seed", action="store_const", const=False,
                        help="use --seeds/--seed (the default when they are given)")
     gen.add_argument("--audio-format", type=str.lower, choices=AUDIO_FORMATS, default=None,
-                     help="format of the files written, case-insensitive (default: flac)")
+                     help="format of the files written, case-insensitive: flac, wav (float), wav32 (32-bit float "
+                          "WAV), mp3, opus (Ogg Opus) or aac (.m4a; needs PyAV: pip install 'acestep-grpc[aac]') "
+                          "(default: flac)")
+    gen.add_argument("--mp3-bitrate", type=str.lower, choices=MP3_BITRATES, default=None,
+                     help="constant bitrate of mp3 files (default: 128k)")
+    gen.add_argument("--mp3-sample-rate", type=int, choices=MP3_SAMPLE_RATES, default=None,
+                     help="sample rate of mp3 files in Hz; 44100 is resampled from 48000 (default: 48000)")
     gen.add_argument("--stream-encoding", type=str.lower, choices=STREAM_ENCODINGS, default=None,
                      help="how audio travels from the server: pcm_f32le (exact), pcm_s16le, flac (16-bit) or opus "
                           "(lossy); files still follow --audio-format (default: pcm_f32le)")
@@ -163,6 +226,14 @@ def _parse_seeds(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise InvalidArgument("seeds", f"must be comma-separated integers like 1,2,3, got {text!r}") from None
+
+
+def _parse_timesteps(text: str) -> list[float] | None:
+    """'0.9,0.5,0' -> [0.9, 0.5, 0.0]; '' -> None (the model's schedule)."""
+    try:
+        return [float(part) for part in text.split(",") if part.strip()] or None
+    except ValueError:
+        raise InvalidArgument("timesteps", f"must be comma-separated numbers like 0.9,0.5,0, got {text!r}") from None
 
 
 def _apply_seed_rule(values: dict[str, Any], config: dict[str, Any], origins: dict[str, str]) -> None:
@@ -212,11 +283,14 @@ def gather_inputs(args: argparse.Namespace) -> Inputs:
             value = text_or_file(name, value)
         elif name == "audio_codes":
             value = codes_or_file(name, value)
+        elif name == "timesteps":
+            value = _parse_timesteps(value)
         values[name] = value
         origins[name] = FIELD_FLAGS[name]
     flagged = {"batch_size": args.batch_size, "audio_format": args.audio_format,
                "seeds": _parse_seeds(args.seeds) if args.seeds is not None else None,
-               "use_random_seed": args.use_random_seed}
+               "use_random_seed": args.use_random_seed, "mp3_bitrate": args.mp3_bitrate,
+               "mp3_sample_rate": args.mp3_sample_rate}
     for name, value in flagged.items():
         if value is not None:
             config[name] = value
@@ -224,8 +298,9 @@ def gather_inputs(args: argparse.Namespace) -> Inputs:
     seeds_flagged = origins.get("seeds", "").startswith("--") or origins.get("seed", "").startswith("--")
     if seeds_flagged and not origins.get("batch_size", "--").startswith("--"):
         del config["batch_size"]  # seeds typed on the command line override the file's batch size
-    if isinstance(config.get("audio_format"), str):
-        config["audio_format"] = config["audio_format"].lower()
+    for name in ("audio_format", "mp3_bitrate"):  # "MP3", "128K": upstream lower-cases them too
+        if isinstance(config.get(name), str):
+            config[name] = config[name].strip().lower()
     if isinstance(values.get("task_type"), str):
         values["task_type"] = values["task_type"].lower()
     try:
@@ -267,11 +342,11 @@ async def _observed_async(events: AsyncIterator[Any], watch: StreamWatch) -> Asy
 def _generate_remote(args: argparse.Namespace, request: Any, watch: StreamWatch) -> GenerationResult:
     from acestep_client.assemble import assemble
     from acestep_client.client import AceStepClient
-    from acestep_client.request import request_audio_format
+    from acestep_client.request import request_file_format
 
     with AceStepClient(args.target, **client_options(args)) as client:
         events = _observed(client.stream_request(request), watch)
-        return assemble(events, args.out, request_audio_format(request))
+        return assemble(events, args.out, request_file_format(request))
 
 
 def _stack_announce(quiet: bool) -> Any:
@@ -284,7 +359,7 @@ def _stack_announce(quiet: bool) -> Any:
 async def _generate_embedded(args: argparse.Namespace, request: Any, watch: StreamWatch) -> GenerationResult:
     from acestep_client.assemble import assemble_async
     from acestep_client.client import AsyncAceStepClient
-    from acestep_client.request import request_audio_format
+    from acestep_client.request import request_file_format
     from orchestrator.stack import embedded_stack
 
     options = {"dit_model": args.dit_model} if args.dit_model else {}
@@ -293,7 +368,7 @@ async def _generate_embedded(args: argparse.Namespace, request: Any, watch: Stre
         AsyncAceStepClient(address, timeout=args.timeout) as client,
     ):
         events = _observed_async(client.stream_request(request), watch)
-        return await assemble_async(events, args.out, request_audio_format(request))
+        return await assemble_async(events, args.out, request_file_format(request))
 
 
 def _short(text: str, limit: int = 80) -> str:

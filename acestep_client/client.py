@@ -29,7 +29,7 @@ from acestep_client.describe import (
     sampling_args,
 )
 from acestep_client.proto.acestep.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-from acestep_client.request import build_request, request_audio_format
+from acestep_client.request import build_request, request_file_format
 from acestep_client.types import (
     CreateSampleResult,
     FormatSampleResult,
@@ -233,7 +233,7 @@ class AceStepClient(_ClientBase):
         timeout: float | None = None,
     ) -> GenerationResult:
         events = self.stream_request(request, timeout=timeout)
-        return assemble(events, save_dir, request_audio_format(request), progress)
+        return assemble(events, save_dir, request_file_format(request), progress)
 
     def describe(self, mode, inputs, sampling, timeout, progress) -> Any:
         """One DescribeMusic call; bad input and failures give ``success=False``, as the reference does."""
@@ -307,7 +307,7 @@ class AsyncAceStepClient(_ClientBase):
         timeout: float | None = None,
     ) -> GenerationResult:
         events = self.stream_request(request, timeout=timeout)
-        return await assemble_async(events, save_dir, request_audio_format(request), progress)
+        return await assemble_async(events, save_dir, request_file_format(request), progress)
 
     async def describe(self, mode, inputs, sampling, timeout, progress) -> Any:
         try:

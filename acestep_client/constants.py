@@ -5,8 +5,8 @@ from __future__ import annotations
 SAMPLE_RATE = 48_000
 CHANNELS = 2
 
-TASK_TYPES = ("text2music", "cover", "repaint", "lego", "extract", "complete")
-TASKS_NEEDING_SOURCE = ("cover", "repaint", "lego", "extract", "complete")
+TASK_TYPES = ("text2music", "cover", "repaint", "lego", "extract", "complete", "cover-nofsq")
+TASKS_NEEDING_SOURCE = ("cover", "repaint", "lego", "extract", "complete", "cover-nofsq")
 TASKS_BASE_MODEL_ONLY = ("lego", "extract", "complete")
 # How to get a model that runs them (named in FAILED_PRECONDITION messages, so the fix is one copy away).
 BASE_MODEL_HINT = (
@@ -14,7 +14,9 @@ BASE_MODEL_HINT = (
     "(or `acestep serve dit --model acestep-v15-base`)"
 )
 TASKS_NAMING_TRACKS = ("lego", "extract", "complete")
-AUDIO_FORMATS = ("flac", "wav", "mp3")
+# Files the SDK writes (GenerationConfig.audio_format), upstream's six; acestep_client.audio_io says which library
+# encodes each. wav32 is a 32-bit float WAV (extension .wav).
+AUDIO_FORMATS = ("flac", "wav", "mp3", "opus", "aac", "wav32")
 # How audio chunks travel (GenerateMusicRequest.stream_encoding); only pcm_f32le is exact. Files on disk
 # follow AUDIO_FORMATS whatever this is.
 STREAM_ENCODINGS = ("pcm_f32le", "pcm_s16le", "flac", "opus")
@@ -56,3 +58,34 @@ LM_TOP_K_MAX = 1000
 SEED_MAX = 2**32 - 1
 AUDIO_CODE_MAX = 65_534  # the LM has 65,535 code tokens; the DiT clamps to its 64,000-entry codebook
 CODES_PER_SECOND = 5
+
+# Sampling options (upstream 6d467e4's names, defaults and ranges; dit_service/sampling_options.py runs them).
+# Kept here too so the SDK checks them without torch; tests/dit/test_sampling_contract.py pins the two equal.
+SHIFT_RANGE = (1.0, 5.0)
+INFER_METHODS = ("ode", "sde")
+SAMPLER_MODES = ("euler", "heun")
+VELOCITY_NORM_THRESHOLD_RANGE = (0.0, 5.0)
+VELOCITY_EMA_FACTOR_RANGE = (0.0, 0.5)
+DCW_MODES = ("low", "high", "double", "pix")
+DCW_SCALER_RANGE = (0.0, 0.1)
+DCW_HIGH_SCALER_RANGE = (0.0, 0.1)
+DCW_WAVELETS = ("haar", "db2", "db4", "sym4", "sym8", "coif2")
+MAX_TIMESTEPS_TURBO = 20  # steps of a custom schedule (values above the final 0) on turbo models
+MAX_TIMESTEPS_BASE = 200  # ... on base/sft models
+
+# Output options (upstream 6d467e4's names, defaults and ranges: the ranges of its UI; its Python API checks none).
+FADE_DURATION_RANGE = (0.0, 10.0)  # fade_in_duration / fade_out_duration, seconds
+NORMALIZATION_DB_RANGE = (-10.0, 0.0)  # normalization_db, dBFS peak
+LATENT_SHIFT_RANGE = (-0.2, 0.2)
+LATENT_RESCALE_RANGE = (0.5, 1.5)
+MP3_BITRATES = ("128k", "192k", "256k", "320k")
+MP3_SAMPLE_RATES = (44_100, 48_000)
+
+# Editing options (upstream 6d467e4's names and defaults; dit_service/edit_options.py says where we differ).
+RETAKE_VARIANCE_RANGE = (0.0, 1.0)
+REPAINT_MODES = ("conservative", "balanced", "aggressive")
+REPAINT_STRENGTH_RANGE = (0.0, 1.0)
+REPAINT_LATENT_CROSSFADE_FRAMES_RANGE = (0, 100)  # 25 Hz latent frames (4 s)
+CHUNK_MASK_MODES = ("explicit", "auto")
+COVER_NOISE_STRENGTH_RANGE = (0.0, 1.0)
+GLOBAL_CAPTION_MAX_CHARS = 4096  # as caption

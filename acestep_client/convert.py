@@ -1,7 +1,8 @@
 """Lossless conversion between the API dataclasses and their proto messages.
 
 Field names are identical on both sides, so the conversion walks the dataclass fields and the
-message descriptor together; only enums (task_type, audio_format) and the seeds oneof need care.
+message descriptor together; only enums (task_type, audio_format), the seeds oneof and lists (timesteps: an
+empty repeated field reads back as None, the dataclass default) need care.
 Unset optional proto fields mean "the API default" (None for Optional fields), and an explicit
 value equal to that default reads back as the very same default object (``repainting_end=-1.0`` is
 the dataclass's ``-1``), so the deterministic key cannot tell "unset" from "set to the default".
@@ -24,7 +25,7 @@ _ENUM_DEFAULTS = {"task_type": "text2music", "audio_format": "flac"}
 def _enum_to_proto(name: str, value: str) -> int:
     prefix, enum = _ENUM_FIELDS[name]
     try:
-        return enum.Value(prefix + value.upper())
+        return enum.Value(prefix + value.upper().replace("-", "_"))  # cover-nofsq -> COVER_NOFSQ
     except ValueError:
         raise InvalidArgument(name, f"unknown value {value!r}") from None
 
@@ -45,7 +46,17 @@ def _enum_from_proto(name: str, number: int) -> str:
     check_enum(name, enum, number)
     if number == 0:
         return _ENUM_DEFAULTS[name]
-    return enum.Name(number).removeprefix(prefix).lower()
+    return enum.Name(number).removeprefix(prefix).lower().replace("_", "-")
+
+
+def task_type_number(name: str) -> int:
+    """The TaskType number of an API task name (``"cover-nofsq"`` -> TASK_TYPE_COVER_NOFSQ)."""
+    return _enum_to_proto("task_type", name)
+
+
+def task_type_name(number: int) -> str:
+    """The API task name of a TaskType number (0 reads as text2music)."""
+    return _enum_from_proto("task_type", number)
 
 
 def _fill(message: Any, obj: Any, skip: tuple[str, ...] = ()) -> Any:
@@ -56,11 +67,23 @@ def _fill(message: Any, obj: Any, skip: tuple[str, ...] = ()) -> Any:
         if f.name in _ENUM_FIELDS:
             setattr(message, f.name, _enum_to_proto(f.name, value))
         elif value is not None:
+            repeated = message.DESCRIPTOR.fields_by_name[f.name].is_repeated
+            items = _sequence(f.name, value) if repeated else None
             try:
-                setattr(message, f.name, value)
+                if repeated:
+                    getattr(message, f.name).extend(items)
+                else:
+                    setattr(message, f.name, value)
             except (TypeError, ValueError) as exc:
                 raise InvalidArgument(f.name, f"cannot be sent: {exc}") from None
     return message
+
+
+def _sequence(name: str, value: Any) -> list[Any]:
+    """A list field's values; a bare string or number would otherwise be sent as characters or fail obscurely."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise InvalidArgument(name, f"must be a list, got {type(value).__name__}")
+    return list(value)
 
 
 def _read(message: Any, cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -72,6 +95,8 @@ def _read(message: Any, cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]
         field_descriptor = descriptor.fields_by_name[f.name]
         if f.name in _ENUM_FIELDS:
             values[f.name] = _enum_from_proto(f.name, getattr(message, f.name))
+        elif field_descriptor.is_repeated:
+            values[f.name] = list(getattr(message, f.name)) or None  # empty: None (e.g. no custom timesteps)
         elif field_descriptor.has_presence and not message.HasField(f.name):
             continue  # unset: the dataclass default
         else:

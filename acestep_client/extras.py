@@ -6,6 +6,8 @@ in one line instead of an import traceback.
 from __future__ import annotations
 
 SERVE_EXTRA_INSTALL = "pip install 'acestep-grpc[serve]'"
+# audio_format="aac" files are encoded with PyAV; every other format with soundfile (acestep_client.audio_io).
+AAC_EXTRA_INSTALL = "pip install 'acestep-grpc[aac]'"
 
 # Top-level modules that only the `serve` extra brings (pyproject.toml [project.optional-dependencies]).
 SERVE_EXTRA_MODULES = frozenset({

@@ -6,10 +6,11 @@ field or a missing file fails the same way, locally, with ``InvalidArgument`` na
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 
-from acestep_client.audio_io import detect_format
+from acestep_client.audio_io import FileFormat, check_encoder, detect_format
 from acestep_client.convert import config_to_proto, params_to_proto
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2, orchestrator_pb2
@@ -21,6 +22,9 @@ _FORMAT_ENUM = {
     "flac": generation_pb2.AUDIO_FORMAT_FLAC,
     "wav": generation_pb2.AUDIO_FORMAT_WAV,
     "mp3": generation_pb2.AUDIO_FORMAT_MP3,
+    "opus": generation_pb2.AUDIO_FORMAT_OPUS,  # outputs only: uploads are detected as wav, flac or mp3
+    "aac": generation_pb2.AUDIO_FORMAT_AAC,
+    "wav32": generation_pb2.AUDIO_FORMAT_WAV32,
 }
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
@@ -59,6 +63,7 @@ def build_request(
         raise InvalidArgument("config", f"must be a GenerationConfig, got {type(config).__name__}")
     validate_params(params)
     validate_config(config)
+    check_encoder(config.audio_format)  # e.g. aac without PyAV: refused here, before any model work
     request = orchestrator_pb2.GenerateMusicRequest(
         params=params_to_proto(params),
         config=config_to_proto(config),
@@ -70,6 +75,17 @@ def build_request(
     if params.reference_audio is not None:
         request.reference_audio.CopyFrom(read_upload("reference_audio", params.reference_audio, max_upload_bytes))
     return request
+
+
+def request_file_format(request: orchestrator_pb2.GenerateMusicRequest) -> FileFormat:
+    """How the SDK writes the request's files: its audio_format and, for mp3, bitrate and sample rate."""
+    config = request.config
+    spec = FileFormat(request_audio_format(request))
+    if config.HasField("mp3_bitrate"):
+        spec = dataclasses.replace(spec, mp3_bitrate=config.mp3_bitrate)
+    if config.HasField("mp3_sample_rate"):
+        spec = dataclasses.replace(spec, mp3_sample_rate=config.mp3_sample_rate)
+    return spec
 
 
 def request_audio_format(request: orchestrator_pb2.GenerateMusicRequest) -> str:

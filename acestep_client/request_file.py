@@ -7,9 +7,14 @@ this project's own sidecars (every GenerationParams field by name, plus the side
 
 Decisions:
 - Every key maps onto one API field (the alias table below); a key this project does not know, or knows
-  but cannot honour (``shift``, ``timesteps``, ``model``...), is left out and named in a warning, never
-  a crash and never silently. Bookkeeping keys of this project's own outputs (sidecars, create-sample
-  and format results) are skipped without a warning.
+  but cannot honour (``model``, ``lm_backend``...), is left out and named in a warning, never a crash and
+  never silently. Upstream's sampler options (``shift``, ``infer_method``, ``timesteps`` as a list or its
+  REST server's comma-separated string, ``sampler_mode``, ``dcw_*``...) are fields by the same names, and so
+  are its output options (``fade_in_duration``, ``enable_normalization``, ``latent_shift``, ``mp3_bitrate``...)
+  and editing options (``retake_seed``, ``retake_variance``, ``repaint_mode``, ``repaint_strength``,
+  ``chunk_mask_mode``, ``cover_noise_strength``, ``global_caption``...).
+  Bookkeeping keys of this project's own outputs (sidecars, create-sample and format results) are skipped
+  without a warning.
 - Values are converted leniently where upstream is lenient (``"bpm": "120"``, ``"timesignature": 4``,
   ``"thinking": "true"``); a value that cannot be converted is InvalidArgument naming the file's key.
 - ``null`` means "not set". Relative audio paths are read relative to the file's folder.
@@ -53,10 +58,9 @@ ALIASES: dict[str, str] = {
 NESTED = ("metas", "metadata", "user_metadata")  # upstream's REST server accepts metadata in one of these
 # Upstream fields this project does not serve: named in the warning as such rather than as unknown.
 UNSUPPORTED = frozenset({
-    "shift", "infer_method", "timesteps", "model", "lm_model_path", "lm_backend", "lm_repetition_penalty",
+    "model", "lm_model_path", "lm_backend", "lm_repetition_penalty",
     "sample_mode", "sample_query", "description", "desc", "use_format", "format", "use_tiled_decode",
-    "ai_token", "enable_normalization", "normalization_db", "fade_in_duration", "fade_out_duration",
-    "sampler_mode", "mp3_bitrate", "mp3_sample_rate", "retake_seed", "retake_variance", "global_caption",
+    "ai_token", "repaint_wav_crossfade_sec",
 })
 # Keys of this project's sidecars (acestep_client.sidecar) that are facts about a result, not inputs.
 SIDECAR_KEYS = frozenset({"key", "audio_file", "sample_rate", "num_frames", "silent", "lm_metadata"})
@@ -96,6 +100,8 @@ def _kind(api_field: str) -> type:
 def _convert(origin: str, api_field: str, value: Any) -> Any:
     if api_field == "seeds":
         return _seeds(origin, value)
+    if api_field == "timesteps":
+        return _timesteps(origin, value)
     if api_field == "audio_codes" and isinstance(value, list):  # upstream: one code string per item
         value = "".join(str(v) for v in value)
     kind = _kind(api_field)
@@ -132,6 +138,26 @@ def _seeds(origin: str, value: Any) -> list[int]:
         return [int(str(item).strip()) for item in items if str(item).strip()]
     except ValueError:
         raise InvalidArgument(origin, f"must be a list of integers like [1, 2, 3], got {value!r}") from None
+
+
+def _timesteps(origin: str, value: Any) -> list[float] | None:
+    """Upstream's REST form "0.97,0.76,...,0" or a JSON list; "" is no custom schedule (as upstream)."""
+    problem = InvalidArgument(origin, f"must be a list of numbers like [0.9, 0.5, 0] or \"0.9,0.5,0\", got {value!r}")
+    if isinstance(value, str):
+        items: list[Any] = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise problem
+    numbers = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+            raise problem
+        try:
+            numbers.append(float(item))
+        except ValueError:
+            raise problem from None
+    return numbers or None
 
 
 def _flatten(data: dict[str, Any]) -> list[tuple[str, Any]]:

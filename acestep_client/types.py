@@ -1,4 +1,5 @@
-"""The API's dataclasses, with exactly the field names, types and defaults of inference-api.md."""
+"""The API's dataclasses, with exactly the field names, types and defaults of inference-api.md, plus the
+fields upstream added since (6d467e4), under its names and defaults."""
 
 from __future__ import annotations
 
@@ -60,6 +61,35 @@ class GenerationParams:
     cot_vocal_language: str = "unknown"
     cot_caption: str = ""
     cot_lyrics: str = ""
+    # Sampling (upstream 6d467e4's names and defaults; ranges in acestep_client.validation)
+    shift: float = 3.0
+    infer_method: str = "ode"
+    timesteps: list[float] | None = None  # a custom schedule; overrides inference_steps and shift
+    sampler_mode: str = "euler"
+    velocity_norm_threshold: float = 0.0
+    velocity_ema_factor: float = 0.0
+    dcw_enabled: bool = True
+    dcw_mode: str = "double"
+    dcw_scaler: float = 0.05
+    dcw_high_scaler: float = 0.02
+    dcw_wavelet: str = "haar"
+    # Output (upstream 6d467e4's names and defaults): latents * latent_rescale + latent_shift before the VAE;
+    # on the decoded audio, peak normalisation to normalization_db dBFS, then linear fades (seconds).
+    fade_in_duration: float = 0.0
+    fade_out_duration: float = 0.0
+    enable_normalization: bool = True
+    normalization_db: float = -1.0
+    latent_shift: float = 0.0
+    latent_rescale: float = 1.0
+    # Editing (upstream 6d467e4's names; defaults keep this project's repaint rule, see dit_service/edit_options.py).
+    retake_seed: int = -1  # -1: derived from each item's seed; only used when retake_variance > 0
+    retake_variance: float = 0.0  # 0-1: how far the initial noise moves toward the retake seed's noise
+    repaint_mode: str = "balanced"  # conservative / balanced / aggressive: how long the source is injected
+    repaint_strength: float = 0.5  # balanced only: 1 - fraction of steps that inject the source
+    repaint_latent_crossfade_frames: int = 10  # 25 Hz frames blended inside each edge of the repainted span
+    chunk_mask_mode: str = "explicit"  # explicit: mask = the span; auto: all ones (upstream's default)
+    cover_noise_strength: float = 0.0  # > 0: start from the source renoised to t ≈ 1 - strength
+    global_caption: str = ""  # SFT-stems models: the song-level "Global:" caption
 
     def validate(self) -> None:
         """Raise InvalidArgument naming the first field out of range."""
@@ -82,6 +112,8 @@ class GenerationConfig:
     lm_batch_chunk_size: int = 8
     constrained_decoding_debug: bool = False
     audio_format: str = "flac"
+    mp3_bitrate: str = "128k"  # mp3 files only
+    mp3_sample_rate: int = 48000  # mp3 files only; 44100 resamples
 
     def validate(self) -> None:
         from acestep_client.validation import validate_config

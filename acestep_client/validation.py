@@ -6,6 +6,7 @@ request costs nothing and a client in another language gets the same messages.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from typing import TYPE_CHECKING
@@ -194,6 +195,79 @@ def validate_params(p: GenerationParams) -> None:
     check_range("lm_top_p", p.lm_top_p, *c.LM_TOP_P_RANGE)
 
     check_audio_codes("audio_codes", p.audio_codes)
+    validate_sampling(p)
+    validate_output(p)
+    validate_editing(p)
+
+
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidArgument(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def check_timesteps(name: str, value: object, max_steps: int = c.MAX_TIMESTEPS_BASE) -> None:
+    """None or [] (no custom schedule), else numbers in 0-1, strictly decreasing, 1-``max_steps`` steps.
+
+    A final 0 is optional and not counted as a step (the sampler ends at 0 either way).
+    """
+    if value is None:
+        return
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise InvalidArgument(name, f"must be a list of numbers in 0-1, e.g. [0.9, 0.6, 0.3], got {value!r}")
+    for item in value:
+        if not 0.0 <= _number(name, item) <= 1.0:
+            raise InvalidArgument(name, f"values must be between 0 and 1, got {item!r}")
+    if any(later >= earlier for earlier, later in itertools.pairwise(value)):
+        raise InvalidArgument(name, f"values must be strictly decreasing, got {list(value)!r}")
+    steps = timestep_steps(value)
+    if value and not 1 <= steps <= max_steps:
+        raise InvalidArgument(name, f"must have 1-{max_steps} steps (values above the final 0), got {steps}")
+
+
+def timestep_steps(timesteps: list[float] | tuple[float, ...] | None) -> int:
+    """Steps a custom schedule runs: its values above the final 0 (0 when there is none)."""
+    if not timesteps:
+        return 0
+    return len(timesteps) - (1 if timesteps[-1] == 0 else 0)
+
+
+def validate_sampling(p: GenerationParams) -> None:
+    """The sampler options; the turbo models' 20-step limit on timesteps is checked where the model is known."""
+    check_range("shift", p.shift, *c.SHIFT_RANGE)
+    check_choice("infer_method", p.infer_method, c.INFER_METHODS)
+    check_timesteps("timesteps", p.timesteps)
+    check_choice("sampler_mode", p.sampler_mode, c.SAMPLER_MODES)
+    check_range("velocity_norm_threshold", p.velocity_norm_threshold, *c.VELOCITY_NORM_THRESHOLD_RANGE)
+    check_range("velocity_ema_factor", p.velocity_ema_factor, *c.VELOCITY_EMA_FACTOR_RANGE)
+    _bool("dcw_enabled", p.dcw_enabled)
+    check_choice("dcw_mode", p.dcw_mode, c.DCW_MODES)
+    check_range("dcw_scaler", p.dcw_scaler, *c.DCW_SCALER_RANGE)
+    check_range("dcw_high_scaler", p.dcw_high_scaler, *c.DCW_HIGH_SCALER_RANGE)
+    check_choice("dcw_wavelet", p.dcw_wavelet, c.DCW_WAVELETS)
+
+
+def validate_output(p: GenerationParams) -> None:
+    """Latent post-processing, normalisation and fades: upstream's UI ranges (its Python API checks none)."""
+    check_range("fade_in_duration", p.fade_in_duration, *c.FADE_DURATION_RANGE)
+    check_range("fade_out_duration", p.fade_out_duration, *c.FADE_DURATION_RANGE)
+    _bool("enable_normalization", p.enable_normalization)
+    check_range("normalization_db", p.normalization_db, *c.NORMALIZATION_DB_RANGE)
+    check_range("latent_shift", p.latent_shift, *c.LATENT_SHIFT_RANGE)
+    check_range("latent_rescale", p.latent_rescale, *c.LATENT_RESCALE_RANGE)
+
+
+
+def validate_editing(p: GenerationParams) -> None:
+    """Retake, repaint, chunk-mask and cover-noise options: upstream's names; ranges of its REST server and UI."""
+    _seed("retake_seed", p.retake_seed)
+    check_range("retake_variance", p.retake_variance, *c.RETAKE_VARIANCE_RANGE)
+    check_choice("repaint_mode", p.repaint_mode, c.REPAINT_MODES)
+    check_range("repaint_strength", p.repaint_strength, *c.REPAINT_STRENGTH_RANGE)
+    check_range("repaint_latent_crossfade_frames", p.repaint_latent_crossfade_frames,
+                *c.REPAINT_LATENT_CROSSFADE_FRAMES_RANGE, integer=True)
+    check_choice("chunk_mask_mode", p.chunk_mask_mode, c.CHUNK_MASK_MODES)
+    check_range("cover_noise_strength", p.cover_noise_strength, *c.COVER_NOISE_STRENGTH_RANGE)
+    check_max_chars("global_caption", p.global_caption, c.GLOBAL_CAPTION_MAX_CHARS)
 
 
 def validate_config(cfg: GenerationConfig) -> None:
@@ -203,6 +277,11 @@ def validate_config(cfg: GenerationConfig) -> None:
         _bool(name, getattr(cfg, name))
     if cfg.audio_format not in c.AUDIO_FORMATS:
         raise InvalidArgument("audio_format", f"must be one of {', '.join(c.AUDIO_FORMATS)}, got {cfg.audio_format!r}")
+    if cfg.mp3_bitrate not in c.MP3_BITRATES:
+        raise InvalidArgument("mp3_bitrate", f"must be one of {', '.join(c.MP3_BITRATES)}, got {cfg.mp3_bitrate!r}")
+    if isinstance(cfg.mp3_sample_rate, bool) or cfg.mp3_sample_rate not in c.MP3_SAMPLE_RATES:
+        allowed = " or ".join(str(rate) for rate in c.MP3_SAMPLE_RATES)
+        raise InvalidArgument("mp3_sample_rate", f"must be {allowed} (Hz), got {cfg.mp3_sample_rate!r}")
     seeds = cfg.seeds
     if seeds is None:
         return

@@ -4,6 +4,7 @@ Measures, for a 240 s song: 8 turbo DiT steps, the windowed VAE decode, time to 
 and peak GPU memory, at batch 1 and 4. Prints a table and writes JSON to --out.
 
 GPU:  python bench/dit.py --out bench_dit.json            (bf16, real sizes, ~1-3 min incl. init)
+      python bench/dit.py --model xl --out bench_dit_xl.json  (the 4B XL DiT: 32 layers x 2560)
 CPU:  python bench/dit.py --device cpu --small --out /tmp/dit_small.json
 VAE batch of 4 vs 4 single items (CPU, the tiny-checkpoint VAE, 30 s songs, no DiT):
       python bench/dit.py --device cpu --tiny-vae --vae-only --vae-batch 4 --seconds 30 --vae-mode fast \
@@ -28,7 +29,7 @@ from dit_service.model.acestep_model import AceStepModel, build_model_on_meta
 from dit_service.model.config import AceStepConfig
 from dit_service.model.vae import fold_weight_norm, optimize_vae_for_inference
 from dit_service.samplers import SamplerResult, turbo_sample, turbo_schedule
-from dit_service.tiny_checkpoint import TINY_VAE_CONFIG
+from dit_service.tiny_checkpoint import TINY_VAE_CONFIG, released_dit_config
 from dit_service.vae_decode import iter_decoded_windows
 
 REAL_VAE = RELEASED_VAE
@@ -229,6 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--small", action="store_true", help="reduced model sizes (for CPU smoke runs)")
+    parser.add_argument("--model", choices=("2b", "xl"), default="2b", help="released DiT size (random weights)")
     parser.add_argument("--seconds", type=float, default=None, help="song length (default 240, --small 20)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--encoder-tokens", type=int, default=512, help="packed condition length")
@@ -264,7 +266,10 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = True
 
     init_start = time.perf_counter()
-    dit_config = AceStepConfig(**SMALL_DIT) if args.small else AceStepConfig()
+    if args.small:
+        dit_config = AceStepConfig(**SMALL_DIT)
+    else:  # the released shapes: 2B (turbo/base/sft) or XL (4B, 2560-wide decoder)
+        dit_config = released_dit_config("acestep-v15-xl-turbo" if args.model == "xl" else "acestep-v15-turbo")
     model = None if args.vae_only else build_dit(dit_config, device, dtype)
     vae_config = TINY_VAE_CONFIG if args.tiny_vae else SMALL_VAE if args.small else REAL_VAE
     vae = build_vae(vae_config, device, dtype)
@@ -341,6 +346,7 @@ def main() -> None:
         "torch": torch.__version__,
         "dtype": str(dtype),
         "small": args.small,
+        "model": args.model,
         "compile": args.compile,
         "vae_mode": args.vae_mode,
         "dit_params": dit_params,

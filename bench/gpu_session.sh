@@ -30,6 +30,7 @@
 #   cuda_tests ~40 s  pytest tests/lm/test_lm_cuda.py (the only CUDA-only tests; vLLM is not installed there)
 #   lm_compile ~120 s bench/lm.py --compile --no-baseline (torch.compile'd layers on top of CUDA graphs)
 #   dit_snake ~120 s  bench/dit.py --compile --vae-mode compile-snake --batches 1: same-card baseline for fused
+#   dit_xl    ~150 s  bench/dit.py --model xl: the 4B XL DiT (random weights), 8 steps of a 240 s song
 # The estimates add up to more than the budget on purpose: a step starts only if its minimum still fits,
 # and its timeout is cut to what is left, so the tail steps are the ones dropped.
 #
@@ -44,13 +45,13 @@ OUTDIR=${1:?usage: bash bench/gpu_session.sh OUTDIR}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python3}
 BUDGET=${GPU_SESSION_BUDGET_S:-540}
-STEPS=${GPU_SESSION_STEPS:-"env lm e2e throughput dit cuda_tests lm_compile dit_snake"}
+STEPS=${GPU_SESSION_STEPS:-"env lm e2e throughput dit cuda_tests lm_compile dit_snake dit_xl"}
 CKPT=${CKPT_DIR:-/tmp/acestep-full}
 RESERVE=25  # seconds kept for timeout's kill grace, the summary and the caller's tar
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 STEPS_TSV="$OUTDIR/steps.tsv"
-for name in env lm ckpt e2e throughput dit cuda_tests lm_compile dit_snake; do rm -f "$OUTDIR/$name.log" "$OUTDIR/$name.json"; done
+for name in env lm ckpt e2e throughput dit cuda_tests lm_compile dit_snake dit_xl; do rm -f "$OUTDIR/$name.log" "$OUTDIR/$name.json"; done
 rm -f "$OUTDIR/wheels.log" "$OUTDIR/summary.txt"  # a rerun into the same folder must not report stale numbers
 printf 'step\tstatus\trc\tseconds\tlimit_s\n' >"$STEPS_TSV"
 cd "$REPO"
@@ -203,6 +204,8 @@ run_step cuda_tests 90 30 "$PY" -m pytest -q -p no:cacheprovider tests/lm/test_l
 run_step lm_compile 200 100 "$PY" bench/lm.py --compile --no-baseline --out "$OUTDIR/lm_compile.json"
 run_step dit_snake 150 90 "$PY" bench/dit.py --compile --vae-mode compile-snake --batches 1 \
     --out "$OUTDIR/dit_snake.json"
+run_step dit_xl 180 90 "$PY" bench/dit.py --model xl --compile --vae-mode compile-snake --batches 1 \
+    --out "$OUTDIR/dit_xl.json"
 
 "$PY" - "$OUTDIR" "$((SECONDS - started))" >"$OUTDIR/summary.txt" 2>&1 <<'EOF' || true
 """Condense every step's JSON/log into summary.txt (each part guarded: a missing file is reported, not fatal)."""
@@ -267,7 +270,7 @@ if throughput:
         print(f"  LM only, {row['songs']} songs: concurrent {row['concurrent_s']:.2f} s, one request "
               f"{row['one_request_s']:.2f} s, in a row {row['sequential_s']:.2f} s; "
               f"{row['lm_codes_per_s_concurrent']:.0f} codes/s concurrent")
-for name in ("dit.json", "dit_snake.json"):
+for name in ("dit.json", "dit_snake.json", "dit_xl.json"):
     dit = load(name)
     if dit:
         print(f"\n{name}: {dit['device']}, compile={dit['compile']}, vae_mode={dit['vae_mode']}, "

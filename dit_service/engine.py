@@ -23,9 +23,11 @@ from acestep_client.errors import FailedPrecondition, InvalidArgument
 
 from .batch_ops import DiTCall, run_dit, run_vae, vae_key
 from .batcher import BatchOp, BatchSession, ForwardBatcher
+from .edit_options import EditOptions, lego_caption
 from .loading import LoadedCheckpoint, load_checkpoint
 from .model.text_encoder import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS
 from .model.vae import encode_audio_to_latents, vae_hop
+from .output_options import OutputOptions
 from .prompts import DEFAULT_INSTRUCTION, caption_prompt, lyric_prompt, metas_string
 from .samplers import SamplerResult, base_schedule, guided_sample, injection_steps, turbo_sample, turbo_schedule
 from .sampling_options import SamplingOptions
@@ -40,7 +42,7 @@ from .tasks import (
     task_instruction,
     validate_codes,
 )
-from .vae_decode import iter_decoded_windows, peak_normalisation_gain
+from .vae_decode import iter_decoded_windows
 
 MAX_BATCH = 8
 MAX_SEED = 2**32 - 1
@@ -91,6 +93,10 @@ class SynthesisRequest:
     reference_latents: torch.Tensor | None = None  # [T, C] from encode_reference
     # shift, ode/sde, Euler/Heun, custom timesteps, velocity clamp/EMA, DCW (upstream's defaults).
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    # latent shift/rescale before the VAE; normalisation and fades of the decoded audio (upstream's defaults).
+    output: OutputOptions = field(default_factory=OutputOptions)
+    # retake noise, repaint strength, chunk-mask mode, cover noise, SFT-stems global caption (edit_options.py).
+    edit: EditOptions = field(default_factory=EditOptions)
 
 
 @dataclass
@@ -103,22 +109,23 @@ class StepProgress:
 class AudioWindow:
     item: int
     start_sample: int
-    pcm: torch.Tensor  # float32 CPU [2, n] at 48 kHz, NOT yet peak-normalised (see ItemDone.gain)
+    pcm: torch.Tensor  # float32 CPU [2, n] at 48 kHz, faded (OutputOptions), NOT yet scaled by ItemDone.gain
 
 
 @dataclass
 class ItemDone:
-    """``gain`` = 1 / max(peak, 1): multiply the item's streamed windows by it to get the reference output.
+    """Multiply the item's streamed windows by ``gain`` to get the final audio (OutputOptions.gain: the clip guard
+    1 / max(peak, 1), or with normalisation 10^(normalization_db/20) / peak, the peak taken before fades).
 
-    The peak is only known once every window is decoded, so streamed windows are raw.
+    That peak is only known once every window is decoded, so streamed windows carry the fades but not the gain.
     """
 
     item: int
     seed: int
     num_samples: int
-    peak: float = 0.0
+    peak: float = 0.0  # of the streamed (faded) windows
     gain: float = 1.0
-    rms: float = 0.0  # of the raw windows; with peak it answers the reference's silence check
+    rms: float = 0.0  # of the streamed windows; with peak it answers the silence check
 
 
 @dataclass
@@ -255,6 +262,12 @@ class DiTEngine:
         if not isinstance(req.sampling, SamplingOptions):
             raise InvalidArgument("sampling", f"allowed a SamplingOptions, got {type(req.sampling).__name__}")
         req.sampling.validate(self.is_turbo)
+        if not isinstance(req.output, OutputOptions):
+            raise InvalidArgument("output", f"allowed an OutputOptions, got {type(req.output).__name__}")
+        req.output.validate()
+        if not isinstance(req.edit, EditOptions):
+            raise InvalidArgument("edit", f"allowed an EditOptions, got {type(req.edit).__name__}")
+        req.edit.validate()
         _check_range("cfg_interval_start", req.cfg_interval_start, 0.0, 1.0)
         _check_range("cfg_interval_end", req.cfg_interval_end, 0.0, 1.0)
         if req.cfg_interval_start > req.cfg_interval_end:
@@ -325,7 +338,7 @@ class DiTEngine:
         captions, lyric_texts = [], []
         for item, instruction in zip(plan.items, instructions, strict=True):
             metas = metas_string(req.bpm, req.timesignature, req.keyscale, item.duration_seconds)
-            captions.append(caption_prompt(instruction, req.caption, metas))
+            captions.append(caption_prompt(instruction, self._caption(req, instruction), metas))
             lyric_texts.append(lyric_prompt(req.vocal_language or "unknown", lyrics))
         caption_ids = [tokenizer.encode(text, CAPTION_MAX_TOKENS) for text in captions]
         text = tokenizer.pad(caption_ids, self.device, length=text_length)
@@ -333,6 +346,12 @@ class DiTEngine:
         text_hidden = self.text_encoder.encode_captions(text.ids).to(self.dtype)
         lyric_embeddings = self.text_encoder.embed_lyrics(lyric.ids).to(self.dtype)
         return text_hidden, text.mask, lyric_embeddings, lyric.mask
+
+    def _caption(self, req: SynthesisRequest, instruction: str) -> str:
+        """The caption as the model was trained to read it: SFT-stems models take upstream's Global/Local block."""
+        if not getattr(self.config, "is_lego_sft", False):
+            return req.caption
+        return lego_caption(req.caption, req.edit.global_caption, instruction, req.edit.chunk_mask_mode)
 
     def _encoder_states(self, plan, req, instructions, text_length=None) -> torch.Tensor:
         text_hidden, text_mask, lyric_emb, lyric_mask = self._text_conditions(plan, req, instructions, text_length)
@@ -363,8 +382,12 @@ class DiTEngine:
                     "initial_noise", f"allowed {length} frames for this request, got {req.initial_noise.shape[1]}"
                 )
             return req.initial_noise.to(device=self.device, dtype=self.dtype)
+        return self._seeded_noise(req.seeds, length)
+
+    def _seeded_noise(self, seeds: list[int], length: int) -> torch.Tensor:
+        """[B, length, C]: item i drawn from its own generator seeded ``seeds[i]`` (batch-position independent)."""
         parts = []
-        for seed in req.seeds:
+        for seed in seeds:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
             parts.append(
                 torch.randn(
@@ -422,6 +445,8 @@ class DiTEngine:
             hop=self.hop,
             timbre_frames=self.config.timbre_fix_frame,
         )
+        if req.edit.chunk_mask_mode == "auto":
+            plan.chunk_masks.fill_(1)  # upstream's "auto": the model decides what to keep
         instructions = [item.instruction for item in plan.items]
         encoder_hidden = self._encoder_states(plan, req, instructions)
         context = self._context(plan)
@@ -444,7 +469,9 @@ class DiTEngine:
         non_cover = None
         if req.audio_cover_strength < 1.0 and bool(plan.is_cover.any()):
             # Upstream's base loop counts cover steps from inference_steps even under custom timesteps.
-            counted = total_steps if self.is_turbo else req.inference_steps
+            # With cover noise, upstream counts them from the cut schedule.
+            cut = req.edit.cover_noise_strength > 0.0
+            counted = total_steps if self.is_turbo or cut else req.inference_steps
             cover_steps = int(counted * req.audio_cover_strength)
             non_cover = self._non_cover_condition(plan, req, use_cfg)
 
@@ -458,19 +485,26 @@ class DiTEngine:
             return self._forward(session, x, t, ctx, kv)
 
         noise = self._noise(req, plan.length)
-        post_step = self._repaint_injection(plan, noise, total_steps)
+        if req.edit.retake_variance > 0.0:
+            noise = req.edit.mix_retake(noise, self._seeded_noise(req.edit.retake_seeds(req.seeds), plan.length))
+        post_step = self._repaint_injection(plan, noise, total_steps, req.edit.injection_ratio)
+        start_x = noise
+        if req.edit.cover_noise_strength > 0.0:
+            # The schedule already starts at the timestep nearest 1 - strength (_schedule); renoise the source there.
+            t_start = float(schedule[0])
+            start_x = t_start * noise + (1 - t_start) * plan.src_latents.to(noise.dtype)
         encoder_time = time.perf_counter() - start
 
         sde_noise = self._sde_noise(req) if req.sampling.infer_method == "sde" else None
         result = SamplerResult()
         start_diffusion = time.perf_counter()
         if self.is_turbo:
-            steps = turbo_sample(velocity, noise, schedule, result, should_stop, post_step, req.sampling, sde_noise)
+            steps = turbo_sample(velocity, start_x, schedule, result, should_stop, post_step, req.sampling, sde_noise)
         else:
             cfg_interval = (req.cfg_interval_start, req.cfg_interval_end)
             steps = guided_sample(
                 velocity,
-                noise,
+                start_x,
                 schedule,
                 req.guidance_scale,
                 req.use_adg,
@@ -485,7 +519,7 @@ class DiTEngine:
             yield StepProgress(step=step + 1, total=total_steps)
         latents = result.latents
         if plan.repaint_mask is not None:
-            latents = _paste_outside(latents, plan.repaint_clean_src, plan.repaint_mask)
+            latents = _paste_outside(latents, plan.repaint_clean_src, plan.repaint_mask, req.edit.crossfade_frames)
         return latents, encoder_time, time.perf_counter() - start_diffusion
 
     def _synthesize(self, req: SynthesisRequest, should_stop: Callable[[], bool]):
@@ -499,24 +533,30 @@ class DiTEngine:
         start_total = time.perf_counter()
         batch = len(req.seeds)
         latents, encoder_time, diffusion_time = yield from self._diffuse(req, session)
+        latents = req.output.apply_to_latents(latents)  # upstream: on the final latents, before the VAE
         length = latents.shape[1]
+        num_samples = length * self.hop
+        fades = req.output.fades(num_samples, self.sample_rate)  # the length is known before decoding
         total_steps = self.diffusion_steps(req)
         start_vae = time.perf_counter()
+        unfaded_peaks = torch.zeros(batch, dtype=torch.float64)  # what normalisation divides by, as upstream
         peaks = torch.zeros(batch, dtype=torch.float64)
         energy = torch.zeros(batch, dtype=torch.float64)
         decode = partial(self._decode_window, session)
         for start_sample, audio in iter_decoded_windows(self.vae, latents, self.hop, should_stop, decode=decode):
             audio_cpu = audio.cpu()
+            unfaded_peaks = torch.maximum(unfaded_peaks, audio_cpu.abs().amax(dim=(1, 2)).double())
+            if fades is not None:
+                audio_cpu = fades.apply(audio_cpu, start_sample)
             peaks = torch.maximum(peaks, audio_cpu.abs().amax(dim=(1, 2)).double())
             energy += audio_cpu.double().square().sum(dim=(1, 2))
             for item in range(batch):
                 yield AudioWindow(item=item, start_sample=start_sample, pcm=audio_cpu[item].contiguous())
         vae_time = time.perf_counter() - start_vae
-        num_samples = length * self.hop
         for item, seed in enumerate(req.seeds):
             peak = float(peaks[item])
             rms = float((energy[item] / max(num_samples * audio_cpu.shape[1], 1)).sqrt())
-            yield ItemDone(item, seed, num_samples, peak, peak_normalisation_gain(peak), rms)
+            yield ItemDone(item, seed, num_samples, peak, req.output.gain(float(unfaded_peaks[item])), rms)
         total = time.perf_counter() - start_total
         yield TimeCosts(
             {
@@ -533,8 +573,12 @@ class DiTEngine:
         """Turbo: timesteps without the final 0 (list); base/sft: N+1 timesteps ending at 0 (model dtype)."""
         options = req.sampling
         if self.is_turbo:
-            return turbo_schedule(req.inference_steps, options.shift, options.custom_schedule())
-        return base_schedule(req.inference_steps, options.shift, self.dtype, self.device, options.custom_schedule())
+            full = turbo_schedule(req.inference_steps, options.shift, options.custom_schedule())
+            start = req.edit.cover_start(full)
+        else:
+            full = base_schedule(req.inference_steps, options.shift, self.dtype, self.device, options.custom_schedule())
+            start = req.edit.cover_start(full[:-1].tolist())
+        return full if start is None else full[start:]  # cover noise: start where the renoised source sits
 
     def diffusion_steps(self, req: SynthesisRequest) -> int:
         """Sampler steps this request runs (custom timesteps decide over inference_steps)."""
@@ -560,7 +604,7 @@ class DiTEngine:
             self.text_encoder.tokenizer.encode(
                 caption_prompt(
                     item.instruction,
-                    req.caption,
+                    self._caption(req, item.instruction),
                     metas_string(req.bpm, req.timesignature, req.keyscale, item.duration_seconds),
                 ),
                 CAPTION_MAX_TOKENS,
@@ -578,10 +622,11 @@ class DiTEngine:
             kv_cfg = _cat_kv(kv, self.model.decoder.precompute_cross_kv(null))
         return kv, kv_cfg, context
 
-    def _repaint_injection(self, plan: TaskPlan, noise: torch.Tensor, total_steps: int):
+    def _repaint_injection(self, plan: TaskPlan, noise: torch.Tensor, total_steps: int, ratio: float = 0.5):
+        """Re-impose the noised source outside the span after each of the first round(ratio·N) steps."""
         if plan.repaint_mask is None:
             return None
-        limit = injection_steps(total_steps)
+        limit = injection_steps(total_steps, ratio)
         clean, mask = plan.repaint_clean_src, plan.repaint_mask
 
         def inject(x: torch.Tensor, step: int, t_next: float) -> torch.Tensor:
@@ -602,13 +647,15 @@ def _cat_kv(first, second):
     return [(torch.cat([k1, k2]), torch.cat([v1, v2])) for (k1, v1), (k2, v2) in zip(first, second, strict=True)]
 
 
-def _paste_outside(latents: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Keep the source bit-exact outside the repainted span; crossfade over the span's first/last frames."""
+def _paste_outside(
+    latents: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, frames: int = REPAINT_CROSSFADE_FRAMES
+) -> torch.Tensor:
+    """Keep the source bit-exact outside the repainted span; crossfade over the span's first/last ``frames``."""
     inside = mask[0, :, 0]
     positions = torch.nonzero(inside).flatten()
     start, end = int(positions[0]), int(positions[-1]) + 1
     weight = torch.ones(latents.shape[1], 1, dtype=torch.float32, device=latents.device)
-    fade = min(REPAINT_CROSSFADE_FRAMES, (end - start) // 2)
+    fade = min(frames, (end - start) // 2)
     if fade > 0:
         ramp = torch.arange(1, fade + 1, dtype=torch.float32, device=latents.device)[:, None] / (fade + 1)
         weight[start : start + fade] = ramp

@@ -7,6 +7,7 @@ same limits, from the same properties.
 
 from __future__ import annotations
 
+from acestep_client.convert import task_type_number
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from dit_service.engine import DEFAULT_STEPS, MAX_BATCH, MAX_DURATION_S, DiTEngine
 
@@ -16,7 +17,7 @@ def dit_model_info(name: str, engine: DiTEngine | None, max_batch: int = MAX_BAT
     info = gen_pb2.ModelInfo(name=name, kind=gen_pb2.MODEL_KIND_DIT, loaded=engine is not None)
     if engine is None:
         return info
-    info.task_types.extend(gen_pb2.TaskType.Value(f"TASK_TYPE_{task.upper()}") for task in engine.task_types)
+    info.task_types.extend(task_type_number(task) for task in engine.task_types)
     info.min_inference_steps = 1
     info.max_inference_steps = engine.max_inference_steps
     info.default_inference_steps = DEFAULT_STEPS

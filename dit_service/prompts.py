@@ -14,6 +14,7 @@ TASK_INSTRUCTIONS = {
     "lego": "Generate the track based on the audio context:",
     "extract": "Extract the track from the audio:",
     "complete": "Complete the input track:",
+    "cover-nofsq": COVER_INSTRUCTION,  # upstream gives it cover's instruction
 }
 
 

@@ -30,8 +30,12 @@ from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
 from acestep_serving.worker import stream_from_thread
 from dit_service.batcher import BatchInfo, ForwardBatcher
+from dit_service.edit_options import EditOptions, edit_notes
 from dit_service.engine import AudioWindow, DiTEngine, ItemDone, StepProgress, SynthesisRequest, TimeCosts
 from dit_service.model_info import dit_model_info
+from dit_service.output_options import OutputOptions
+from dit_service.sampling_notes import sampling_notes
+from dit_service.sampling_options import SamplingOptions
 from dit_service.tasks import clamp_codes, parse_audio_codes
 
 log = logging.getLogger(__name__)
@@ -104,6 +108,9 @@ def engine_request(request: dit_pb2.SynthesizeRequest, max_batch: int, codebook_
     return fields_from(
         SynthesisRequest, params, seeds=seeds, audio_codes=codes, src_audio=None, reference_audio=None,
         src_latents=src_latents, reference_latents=_latents_from_proto(request.reference_audio, "reference_audio"),
+        output=fields_from(OutputOptions, params),  # latent shift/rescale, normalisation, fades
+        sampling=fields_from(SamplingOptions, params),  # the engine checks the turbo models' timesteps limit
+        edit=fields_from(EditOptions, params),  # retake, repaint strength, chunk mask, cover noise, global caption
     )
 
 
@@ -148,6 +155,10 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
         caption_cut = engine.caption_cut(req)
         if caption_cut:  # the orchestrator relays it in GenerationDone.warnings
             yield dit_pb2.SynthesizeResponse(warning=gen_pb2.Warning(field="caption", message=caption_cut))
+        for field, message in sampling_notes(req.sampling, engine.is_turbo):  # heun under sde, turbo timesteps
+            yield dit_pb2.SynthesizeResponse(warning=gen_pb2.Warning(field=field, message=message))
+        for field, message in edit_notes(req.edit, req.task_type, engine.config.is_lego_sft):  # options not read
+            yield dit_pb2.SynthesizeResponse(warning=gen_pb2.Warning(field=field, message=message))
         async for event in stream_from_thread(lambda stop: engine.synthesize(req, stop), self.executor):
             if isinstance(event, StepProgress):
                 now = time.perf_counter()

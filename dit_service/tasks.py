@@ -18,9 +18,10 @@ from acestep_client.validation import parse_audio_codes as parse_code_tokens
 
 from .prompts import COVER_INSTRUCTION, DEFAULT_INSTRUCTION, TASK_INSTRUCTIONS, is_cover_instruction
 
-TASK_TYPES = ("text2music", "cover", "repaint", "lego", "extract", "complete")
-TURBO_TASK_TYPES = ("text2music", "cover", "repaint")
-SOURCE_TASKS = ("repaint", "lego", "extract", "complete")
+TASK_TYPES = ("text2music", "cover", "repaint", "lego", "extract", "complete", "cover-nofsq")
+TURBO_TASK_TYPES = ("text2music", "cover", "repaint", "cover-nofsq")
+# cover-nofsq always conditions on its source as raw latents (no FSQ round trip), like repaint's context.
+SOURCE_TASKS = ("repaint", "lego", "extract", "complete", "cover-nofsq")
 MIN_LATENT_FRAMES = 128
 REFERENCE_SECONDS = 30
 REFERENCE_SEGMENT_SECONDS = 10
@@ -184,7 +185,8 @@ def build_task_plan(
             frames = frames_for_duration(req.duration, sample_rate, hop)
         else:
             frames = frames_for_duration(rng.uniform(10.0, 120.0), sample_rate, hop)
-        is_cover = codes is not None or task == "cover" or is_cover_instruction(instruction)
+        # cover-nofsq shares cover's instruction but not its FSQ hints: the raw source latents stay the context.
+        is_cover = codes is not None or task == "cover" or (task != "cover-nofsq" and is_cover_instruction(instruction))
         items.append(ItemPlan(frames, instruction, is_cover, frames / frames_per_second, codes))
 
     length = max(MIN_LATENT_FRAMES, *(item.frames for item in items))

@@ -1,7 +1,9 @@
 """Window-by-window VAE decode with overlap-discard tiling (512-frame windows, 64-frame overlap).
 
 Each window is yielded as soon as it is decoded, so the first audio leaves long before the song is done.
-The kept cores tile the song exactly; the discarded margins only give the convolutions context.
+The kept cores tile the song exactly; the discarded margins only give the convolutions context. What needs
+the whole item (the clip guard, peak normalisation) is one gain per item sent after its last window; fades
+are applied per window (output_options.py).
 """
 
 from __future__ import annotations
@@ -87,7 +89,10 @@ def iter_decoded_windows(
 
 
 def peak_normalisation_gain(peak: float) -> float:
-    """The reference divides an item by its peak only when the peak exceeds 1.0."""
+    """The reference's clip guard: it divides an item by its peak only when the peak exceeds 1.0.
+
+    Peak normalisation (normalization_db) comes on top of it: output_options.OutputOptions.gain.
+    """
     return 1.0 / max(peak, 1.0)
 
 

@@ -18,10 +18,12 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from acestep_client.constants import BASE_MODEL_HINT
+from acestep_client.constants import BASE_MODEL_HINT, MAX_TIMESTEPS_BASE, MAX_TIMESTEPS_TURBO
+from acestep_client.convert import task_type_name
 from acestep_client.errors import AceStepError, FailedPrecondition, InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_client.types import GenerationParams
+from acestep_client.validation import timestep_steps
 from orchestrator.replicas import ReplicaPool
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ FETCH_TIMEOUT_SECONDS = 5.0
 
 
 def task_name(number: int) -> str:
-    return gen_pb2.TaskType.Name(number).removeprefix("TASK_TYPE_").lower()
+    return task_type_name(number)
 
 
 class ModelCatalog:
@@ -119,6 +121,11 @@ def _problem(params: GenerationParams, batch_size: int, model: gen_pb2.ModelInfo
             f"must be between {low} and {high} on {model.name}, the model this deployment serves, "
             f"got {params.inference_steps}{hint}",
         )
+    steps = timestep_steps(params.timesteps)
+    if model.is_turbo and steps > MAX_TIMESTEPS_TURBO:
+        return InvalidArgument(
+            "timesteps", f"must have 1-{MAX_TIMESTEPS_TURBO} steps (values above the final 0) on {model.name}, a turbo "
+                         f"model, got {steps}; for up to {MAX_TIMESTEPS_BASE} {BASE_MODEL_HINT}")
     if model.max_batch_size and batch_size > model.max_batch_size:
         return InvalidArgument("batch_size", f"must be between 1 and {model.max_batch_size} on {model.name}, "
                                              f"got {batch_size}")

@@ -238,5 +238,8 @@ def _item_result(params: GenerationParams, metadata: dict, codes: list[int] | No
 
 
 def _silent(done: dit_pb2.ItemDone) -> bool:
-    """The reference's check on the final audio: RMS and peak both at or below 1e-5."""
-    return done.rms * done.gain <= SILENCE_LEVEL and done.peak * done.gain <= SILENCE_LEVEL
+    """The reference's check: RMS and peak both at or below 1e-5, on the audio before peak normalisation
+    (the streamed chunks under the clip guard 1 / max(peak, 1)); normalisation, on by default, would lift any
+    noise floor to normalization_db."""
+    guard = 1.0 / max(done.peak, 1.0)
+    return done.rms * guard <= SILENCE_LEVEL and done.peak * guard <= SILENCE_LEVEL

@@ -26,6 +26,7 @@ _BY_TYPE = {
     "str | None": st.none() | text,
     "int | None": st.none() | int32,
     "float | None": st.none() | doubles,
+    "list[float] | None": st.none() | st.lists(doubles, min_size=1, max_size=25),  # [] travels as None
 }
 _SPECIAL = {"task_type": st.sampled_from(TASK_TYPES), "seed": int64, "audio_format": st.sampled_from(AUDIO_FORMATS)}
 

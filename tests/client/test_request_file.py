@@ -36,12 +36,12 @@ def test_upstream_rest_spellings_map_onto_the_api_fields(tmp_path):
 
 
 def test_unknown_and_unsupported_keys_are_named_in_a_warning_not_a_crash(tmp_path):
-    path = _write(tmp_path, {"caption": "x", "shift": 3.0, "timesteps": "0.9,0", "colour": "blue", "bpm": None})
+    path = _write(tmp_path, {"caption": "x", "lm_backend": "vllm", "model": "m", "colour": "blue", "bpm": None})
     request = read_request_file(path)
     assert request.params == {"caption": "x"}  # null = not set
     notes = request.warnings()
     assert len(notes) == 2
-    assert "not support: shift, timesteps" in notes[0] and "unknown field(s): colour" in notes[1]
+    assert "not support: lm_backend, model" in notes[0] and "unknown field(s): colour" in notes[1]
 
 
 @pytest.mark.parametrize(("data", "message"), [

@@ -46,6 +46,34 @@ SPEC_PARAMS = {
     "cot_vocal_language": ("str", "unknown"),
     "cot_caption": ("str", ""),
     "cot_lyrics": ("str", ""),
+    # Sampling, as upstream 6d467e4
+    "shift": ("float", 3.0),
+    "infer_method": ("str", "ode"),
+    "timesteps": ("list[float] | None", None),
+    "sampler_mode": ("str", "euler"),
+    "velocity_norm_threshold": ("float", 0.0),
+    "velocity_ema_factor": ("float", 0.0),
+    "dcw_enabled": ("bool", True),
+    "dcw_mode": ("str", "double"),
+    "dcw_scaler": ("float", 0.05),
+    "dcw_high_scaler": ("float", 0.02),
+    "dcw_wavelet": ("str", "haar"),
+    # Output, as upstream 6d467e4
+    "fade_in_duration": ("float", 0.0),
+    "fade_out_duration": ("float", 0.0),
+    "enable_normalization": ("bool", True),
+    "normalization_db": ("float", -1.0),
+    "latent_shift": ("float", 0.0),
+    "latent_rescale": ("float", 1.0),
+    # Editing, upstream 6d467e4's names (defaults: dit_service/edit_options.py)
+    "retake_seed": ("int", -1),
+    "retake_variance": ("float", 0.0),
+    "repaint_mode": ("str", "balanced"),
+    "repaint_strength": ("float", 0.5),
+    "repaint_latent_crossfade_frames": ("int", 10),
+    "chunk_mask_mode": ("str", "explicit"),
+    "cover_noise_strength": ("float", 0.0),
+    "global_caption": ("str", ""),
 }
 
 SPEC_CONFIG = {
@@ -56,6 +84,8 @@ SPEC_CONFIG = {
     "lm_batch_chunk_size": ("int", 8),
     "constrained_decoding_debug": ("bool", False),
     "audio_format": ("str", "flac"),
+    "mp3_bitrate": ("str", "128k"),
+    "mp3_sample_rate": ("int", 48000),
 }
 
 

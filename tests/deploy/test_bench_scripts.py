@@ -143,7 +143,7 @@ def test_gpu_session_runs_every_step_and_summarises(tmp_path: Path) -> None:
     assert status["env"] == "failed"  # no CUDA here: reported, and the session goes on
     assert {k: v for k, v in status.items() if k != "env"} == {
         "lm": "ok", "ckpt": "ok", "e2e": "ok", "throughput": "ok", "dit": "ok", "cuda_tests": "ok", "lm_compile": "ok",
-        "dit_snake": "ok",
+        "dit_snake": "ok", "dit_xl": "ok",
     }  # fmt: skip
     summary = (out / "summary.txt").read_text()
     assert summary in result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from acestep_client.convert import task_type_name
 from acestep_client.errors import FailedPrecondition, InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from dit_service.engine import SynthesisRequest
@@ -13,14 +14,14 @@ from dit_service.prompts import DEFAULT_INSTRUCTION, caption_prompt, metas_strin
 
 
 def _tasks(info: gen_pb2.ModelInfo) -> list[str]:
-    return [gen_pb2.TaskType.Name(n).removeprefix("TASK_TYPE_").lower() for n in info.task_types]
+    return [task_type_name(n) for n in info.task_types]
 
 
 @pytest.mark.parametrize(
     ("engine_name", "tasks", "max_steps"),
     [
-        ("turbo_engine", ["text2music", "cover", "repaint"], 8),
-        ("base_engine", ["text2music", "cover", "repaint", "lego", "extract", "complete"], 200),
+        ("turbo_engine", ["text2music", "cover", "repaint", "cover-nofsq"], 8),
+        ("base_engine", ["text2music", "cover", "repaint", "lego", "extract", "complete", "cover-nofsq"], 200),
     ],
 )
 def test_model_info_reports_exactly_what_validate_enforces(request, make_audio, engine_name, tasks, max_steps):

@@ -22,7 +22,8 @@ def assert_valid_run(result, batch: int, frames: int, steps: int = 8):
         assert torch.isfinite(audio).all()
         assert audio.abs().max() > 0
         assert result.done[item].num_samples == frames * HOP
-        assert result.done[item].gain == pytest.approx(1 / max(result.done[item].peak, 1.0))
+        # Upstream's default: each item peak-normalised to -1 dBFS (no fades, so the streamed peak is the raw one).
+        assert result.done[item].gain == pytest.approx(10 ** (-1 / 20) / result.done[item].peak)
         assert result.done[item].peak == pytest.approx(float(audio.abs().max()))
     costs = result.costs[-1].values
     for key in (
@@ -85,6 +86,18 @@ def test_cover_strength_below_one_changes_output(turbo_engine, make_audio):
     )
     assert full.shape == partial.shape
     assert not torch.allclose(full, partial, atol=1e-4)
+
+
+def test_cover_nofsq_conditions_on_the_raw_source_not_its_fsq_codes(turbo_engine, make_audio):
+    """cover-nofsq (upstream 2026-04) keeps cover's instruction but skips the tokenizer round trip: its
+    context is the source's own latents, so it differs from a cover of the same source and seed."""
+    src = make_audio(12.0)
+    plan_cover = turbo_engine.sample_latents(SynthesisRequest(task_type="cover", src_audio=src, seeds=[1]))
+    nofsq = turbo_engine.sample_latents(SynthesisRequest(task_type="cover-nofsq", src_audio=src, seeds=[1]))
+    assert nofsq.shape == plan_cover.shape  # the same length: both follow the source
+    assert not torch.allclose(nofsq, plan_cover, atol=1e-4)
+    again = turbo_engine.sample_latents(SynthesisRequest(task_type="cover-nofsq", src_audio=src, seeds=[1]))
+    assert torch.equal(nofsq, again)
 
 
 def test_text2music_with_audio_codes_sets_length(turbo_engine, synth):

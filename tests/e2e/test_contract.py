@@ -75,7 +75,8 @@ def test_every_replica_and_the_orchestrator_list_their_models(stack):
         front = orchestrator_pb2_grpc.MusicGenerationServiceStub(channel).ListModels(gen_pb2.ListModelsRequest(),
                                                                                      timeout=10).models
     assert (dit.name, dit.kind, dit.loaded, dit.is_turbo) == ("acestep-v15-turbo", gen_pb2.MODEL_KIND_DIT, True, True)
-    assert list(dit.task_types) == [gen_pb2.TASK_TYPE_TEXT2MUSIC, gen_pb2.TASK_TYPE_COVER, gen_pb2.TASK_TYPE_REPAINT]
+    assert list(dit.task_types) == [gen_pb2.TASK_TYPE_TEXT2MUSIC, gen_pb2.TASK_TYPE_COVER, gen_pb2.TASK_TYPE_REPAINT,
+                                    gen_pb2.TASK_TYPE_COVER_NOFSQ]
     assert (dit.min_inference_steps, dit.max_inference_steps, dit.default_inference_steps) == (1, 8, 8)
     assert (dit.max_duration_s, dit.max_batch_size) == (600.0, 8)
     assert (lm.name, lm.kind, lm.loaded) == ("acestep-5Hz-lm-0.6B", gen_pb2.MODEL_KIND_LM, True)
@@ -186,6 +187,18 @@ def test_an_audio_input_alone_is_an_upload(stack):
     assert result.success, result.error
     assert result.audios[0]["params"]["src_audio"] == "song.wav"  # params take the upload's name
     assert result.audios[0]["tensor"].shape[1] == 10 * 48_000  # the cover follows its source
+
+
+def test_cover_nofsq_runs_on_turbo_from_an_upload_without_the_lm(stack):
+    params = GenerationParams(task_type="cover-nofsq", caption="x")  # thinking on: the LM is still skipped
+    request = _request(params, src_audio=gen_pb2.AudioInput(data=_wav(), filename="song.wav"))
+    assert request.params.task_type == gen_pb2.TASK_TYPE_COVER_NOFSQ
+    events = _events(stack.address, request)
+    assert not [e for e in events if e.WhichOneof("event") == "lm_metadata"]
+    result = assemble(events)
+    assert result.success, result.error
+    assert result.audios[0]["params"]["task_type"] == "cover-nofsq"
+    assert result.audios[0]["tensor"].shape[1] == 10 * 48_000
 
 
 def test_a_named_file_without_its_bytes_says_exactly_that(stack):

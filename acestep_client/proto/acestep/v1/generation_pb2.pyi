@@ -16,6 +16,7 @@ class TaskType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_TYPE_LEGO: _ClassVar[TaskType]
     TASK_TYPE_EXTRACT: _ClassVar[TaskType]
     TASK_TYPE_COMPLETE: _ClassVar[TaskType]
+    TASK_TYPE_COVER_NOFSQ: _ClassVar[TaskType]
 
 class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -23,6 +24,9 @@ class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIO_FORMAT_FLAC: _ClassVar[AudioFormat]
     AUDIO_FORMAT_WAV: _ClassVar[AudioFormat]
     AUDIO_FORMAT_MP3: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_OPUS: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_AAC: _ClassVar[AudioFormat]
+    AUDIO_FORMAT_WAV32: _ClassVar[AudioFormat]
 
 class StreamEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,10 +60,14 @@ TASK_TYPE_REPAINT: TaskType
 TASK_TYPE_LEGO: TaskType
 TASK_TYPE_EXTRACT: TaskType
 TASK_TYPE_COMPLETE: TaskType
+TASK_TYPE_COVER_NOFSQ: TaskType
 AUDIO_FORMAT_UNSPECIFIED: AudioFormat
 AUDIO_FORMAT_FLAC: AudioFormat
 AUDIO_FORMAT_WAV: AudioFormat
 AUDIO_FORMAT_MP3: AudioFormat
+AUDIO_FORMAT_OPUS: AudioFormat
+AUDIO_FORMAT_AAC: AudioFormat
+AUDIO_FORMAT_WAV32: AudioFormat
 STREAM_ENCODING_UNSPECIFIED: StreamEncoding
 STREAM_ENCODING_PCM_F32LE: StreamEncoding
 STREAM_ENCODING_PCM_S16LE: StreamEncoding
@@ -79,7 +87,7 @@ STAGE_DONE: Stage
 STAGE_LM_DESCRIBE: Stage
 
 class GenerationParams(_message.Message):
-    __slots__ = ("task_type", "instruction", "reference_audio", "src_audio", "audio_codes", "caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature", "duration", "inference_steps", "seed", "guidance_scale", "use_adg", "cfg_interval_start", "cfg_interval_end", "repainting_start", "repainting_end", "audio_cover_strength", "thinking", "lm_temperature", "lm_cfg_scale", "lm_top_k", "lm_top_p", "lm_negative_prompt", "use_cot_metas", "use_cot_caption", "use_cot_lyrics", "use_cot_language", "use_constrained_decoding", "cot_bpm", "cot_keyscale", "cot_timesignature", "cot_duration", "cot_vocal_language", "cot_caption", "cot_lyrics")
+    __slots__ = ("task_type", "instruction", "reference_audio", "src_audio", "audio_codes", "caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature", "duration", "inference_steps", "seed", "guidance_scale", "use_adg", "cfg_interval_start", "cfg_interval_end", "repainting_start", "repainting_end", "audio_cover_strength", "thinking", "lm_temperature", "lm_cfg_scale", "lm_top_k", "lm_top_p", "lm_negative_prompt", "use_cot_metas", "use_cot_caption", "use_cot_lyrics", "use_cot_language", "use_constrained_decoding", "cot_bpm", "cot_keyscale", "cot_timesignature", "cot_duration", "cot_vocal_language", "cot_caption", "cot_lyrics", "shift", "infer_method", "timesteps", "sampler_mode", "velocity_norm_threshold", "velocity_ema_factor", "dcw_enabled", "dcw_mode", "dcw_scaler", "dcw_high_scaler", "dcw_wavelet", "fade_in_duration", "fade_out_duration", "enable_normalization", "normalization_db", "latent_shift", "latent_rescale", "retake_seed", "retake_variance", "repaint_mode", "repaint_strength", "repaint_latent_crossfade_frames", "chunk_mask_mode", "cover_noise_strength", "global_caption")
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_AUDIO_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +128,31 @@ class GenerationParams(_message.Message):
     COT_VOCAL_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     COT_CAPTION_FIELD_NUMBER: _ClassVar[int]
     COT_LYRICS_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    INFER_METHOD_FIELD_NUMBER: _ClassVar[int]
+    TIMESTEPS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_MODE_FIELD_NUMBER: _ClassVar[int]
+    VELOCITY_NORM_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    VELOCITY_EMA_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    DCW_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    DCW_MODE_FIELD_NUMBER: _ClassVar[int]
+    DCW_SCALER_FIELD_NUMBER: _ClassVar[int]
+    DCW_HIGH_SCALER_FIELD_NUMBER: _ClassVar[int]
+    DCW_WAVELET_FIELD_NUMBER: _ClassVar[int]
+    FADE_IN_DURATION_FIELD_NUMBER: _ClassVar[int]
+    FADE_OUT_DURATION_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZATION_DB_FIELD_NUMBER: _ClassVar[int]
+    LATENT_SHIFT_FIELD_NUMBER: _ClassVar[int]
+    LATENT_RESCALE_FIELD_NUMBER: _ClassVar[int]
+    RETAKE_SEED_FIELD_NUMBER: _ClassVar[int]
+    RETAKE_VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    REPAINT_MODE_FIELD_NUMBER: _ClassVar[int]
+    REPAINT_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    REPAINT_LATENT_CROSSFADE_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_MASK_MODE_FIELD_NUMBER: _ClassVar[int]
+    COVER_NOISE_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_CAPTION_FIELD_NUMBER: _ClassVar[int]
     task_type: TaskType
     instruction: str
     reference_audio: str
@@ -160,7 +193,32 @@ class GenerationParams(_message.Message):
     cot_vocal_language: str
     cot_caption: str
     cot_lyrics: str
-    def __init__(self, task_type: _Optional[_Union[TaskType, str]] = ..., instruction: _Optional[str] = ..., reference_audio: _Optional[str] = ..., src_audio: _Optional[str] = ..., audio_codes: _Optional[str] = ..., caption: _Optional[str] = ..., lyrics: _Optional[str] = ..., instrumental: _Optional[bool] = ..., vocal_language: _Optional[str] = ..., bpm: _Optional[int] = ..., keyscale: _Optional[str] = ..., timesignature: _Optional[str] = ..., duration: _Optional[float] = ..., inference_steps: _Optional[int] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., use_adg: _Optional[bool] = ..., cfg_interval_start: _Optional[float] = ..., cfg_interval_end: _Optional[float] = ..., repainting_start: _Optional[float] = ..., repainting_end: _Optional[float] = ..., audio_cover_strength: _Optional[float] = ..., thinking: _Optional[bool] = ..., lm_temperature: _Optional[float] = ..., lm_cfg_scale: _Optional[float] = ..., lm_top_k: _Optional[int] = ..., lm_top_p: _Optional[float] = ..., lm_negative_prompt: _Optional[str] = ..., use_cot_metas: _Optional[bool] = ..., use_cot_caption: _Optional[bool] = ..., use_cot_lyrics: _Optional[bool] = ..., use_cot_language: _Optional[bool] = ..., use_constrained_decoding: _Optional[bool] = ..., cot_bpm: _Optional[int] = ..., cot_keyscale: _Optional[str] = ..., cot_timesignature: _Optional[str] = ..., cot_duration: _Optional[float] = ..., cot_vocal_language: _Optional[str] = ..., cot_caption: _Optional[str] = ..., cot_lyrics: _Optional[str] = ...) -> None: ...
+    shift: float
+    infer_method: str
+    timesteps: _containers.RepeatedScalarFieldContainer[float]
+    sampler_mode: str
+    velocity_norm_threshold: float
+    velocity_ema_factor: float
+    dcw_enabled: bool
+    dcw_mode: str
+    dcw_scaler: float
+    dcw_high_scaler: float
+    dcw_wavelet: str
+    fade_in_duration: float
+    fade_out_duration: float
+    enable_normalization: bool
+    normalization_db: float
+    latent_shift: float
+    latent_rescale: float
+    retake_seed: int
+    retake_variance: float
+    repaint_mode: str
+    repaint_strength: float
+    repaint_latent_crossfade_frames: int
+    chunk_mask_mode: str
+    cover_noise_strength: float
+    global_caption: str
+    def __init__(self, task_type: _Optional[_Union[TaskType, str]] = ..., instruction: _Optional[str] = ..., reference_audio: _Optional[str] = ..., src_audio: _Optional[str] = ..., audio_codes: _Optional[str] = ..., caption: _Optional[str] = ..., lyrics: _Optional[str] = ..., instrumental: _Optional[bool] = ..., vocal_language: _Optional[str] = ..., bpm: _Optional[int] = ..., keyscale: _Optional[str] = ..., timesignature: _Optional[str] = ..., duration: _Optional[float] = ..., inference_steps: _Optional[int] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., use_adg: _Optional[bool] = ..., cfg_interval_start: _Optional[float] = ..., cfg_interval_end: _Optional[float] = ..., repainting_start: _Optional[float] = ..., repainting_end: _Optional[float] = ..., audio_cover_strength: _Optional[float] = ..., thinking: _Optional[bool] = ..., lm_temperature: _Optional[float] = ..., lm_cfg_scale: _Optional[float] = ..., lm_top_k: _Optional[int] = ..., lm_top_p: _Optional[float] = ..., lm_negative_prompt: _Optional[str] = ..., use_cot_metas: _Optional[bool] = ..., use_cot_caption: _Optional[bool] = ..., use_cot_lyrics: _Optional[bool] = ..., use_cot_language: _Optional[bool] = ..., use_constrained_decoding: _Optional[bool] = ..., cot_bpm: _Optional[int] = ..., cot_keyscale: _Optional[str] = ..., cot_timesignature: _Optional[str] = ..., cot_duration: _Optional[float] = ..., cot_vocal_language: _Optional[str] = ..., cot_caption: _Optional[str] = ..., cot_lyrics: _Optional[str] = ..., shift: _Optional[float] = ..., infer_method: _Optional[str] = ..., timesteps: _Optional[_Iterable[float]] = ..., sampler_mode: _Optional[str] = ..., velocity_norm_threshold: _Optional[float] = ..., velocity_ema_factor: _Optional[float] = ..., dcw_enabled: _Optional[bool] = ..., dcw_mode: _Optional[str] = ..., dcw_scaler: _Optional[float] = ..., dcw_high_scaler: _Optional[float] = ..., dcw_wavelet: _Optional[str] = ..., fade_in_duration: _Optional[float] = ..., fade_out_duration: _Optional[float] = ..., enable_normalization: _Optional[bool] = ..., normalization_db: _Optional[float] = ..., latent_shift: _Optional[float] = ..., latent_rescale: _Optional[float] = ..., retake_seed: _Optional[int] = ..., retake_variance: _Optional[float] = ..., repaint_mode: _Optional[str] = ..., repaint_strength: _Optional[float] = ..., repaint_latent_crossfade_frames: _Optional[int] = ..., chunk_mask_mode: _Optional[str] = ..., cover_noise_strength: _Optional[float] = ..., global_caption: _Optional[str] = ...) -> None: ...
 
 class SeedList(_message.Message):
     __slots__ = ("values",)
@@ -169,7 +227,7 @@ class SeedList(_message.Message):
     def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GenerationConfig(_message.Message):
-    __slots__ = ("batch_size", "allow_lm_batch", "use_random_seed", "seed_list", "single_seed", "lm_batch_chunk_size", "constrained_decoding_debug", "audio_format")
+    __slots__ = ("batch_size", "allow_lm_batch", "use_random_seed", "seed_list", "single_seed", "lm_batch_chunk_size", "constrained_decoding_debug", "audio_format", "mp3_bitrate", "mp3_sample_rate")
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     ALLOW_LM_BATCH_FIELD_NUMBER: _ClassVar[int]
     USE_RANDOM_SEED_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +236,8 @@ class GenerationConfig(_message.Message):
     LM_BATCH_CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINED_DECODING_DEBUG_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MP3_BITRATE_FIELD_NUMBER: _ClassVar[int]
+    MP3_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     batch_size: int
     allow_lm_batch: bool
     use_random_seed: bool
@@ -186,7 +246,9 @@ class GenerationConfig(_message.Message):
     lm_batch_chunk_size: int
     constrained_decoding_debug: bool
     audio_format: AudioFormat
-    def __init__(self, batch_size: _Optional[int] = ..., allow_lm_batch: _Optional[bool] = ..., use_random_seed: _Optional[bool] = ..., seed_list: _Optional[_Union[SeedList, _Mapping]] = ..., single_seed: _Optional[int] = ..., lm_batch_chunk_size: _Optional[int] = ..., constrained_decoding_debug: _Optional[bool] = ..., audio_format: _Optional[_Union[AudioFormat, str]] = ...) -> None: ...
+    mp3_bitrate: str
+    mp3_sample_rate: int
+    def __init__(self, batch_size: _Optional[int] = ..., allow_lm_batch: _Optional[bool] = ..., use_random_seed: _Optional[bool] = ..., seed_list: _Optional[_Union[SeedList, _Mapping]] = ..., single_seed: _Optional[int] = ..., lm_batch_chunk_size: _Optional[int] = ..., constrained_decoding_debug: _Optional[bool] = ..., audio_format: _Optional[_Union[AudioFormat, str]] = ..., mp3_bitrate: _Optional[str] = ..., mp3_sample_rate: _Optional[int] = ...) -> None: ...
 
 class AudioInput(_message.Message):
     __slots__ = ("data", "server_path", "format", "filename")
