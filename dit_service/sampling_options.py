@@ -37,22 +37,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from acestep_client.constants import (  # one definition of the ranges, shared with the SDK's validation
+    DCW_HIGH_SCALER_RANGE,
+    DCW_MODES,
+    DCW_SCALER_RANGE,
+    DCW_WAVELETS,
+    INFER_METHODS,
+    MAX_TIMESTEPS_BASE,
+    MAX_TIMESTEPS_TURBO,
+    SAMPLER_MODES,
+    SHIFT_RANGE,
+    VELOCITY_EMA_FACTOR_RANGE,
+    VELOCITY_NORM_THRESHOLD_RANGE,
+)
 from acestep_client.errors import InvalidArgument
 
 from .dcw import DCWCorrection
-from .wavelets import WAVELETS
-
-INFER_METHODS = ("ode", "sde")
-SAMPLER_MODES = ("euler", "heun")
-DCW_MODES = ("low", "high", "double", "pix")
-DCW_WAVELETS = WAVELETS
-SHIFT_RANGE = (1.0, 5.0)
-VELOCITY_NORM_THRESHOLD_RANGE = (0.0, 5.0)
-VELOCITY_EMA_FACTOR_RANGE = (0.0, 0.5)
-DCW_SCALER_RANGE = (0.0, 0.1)
-DCW_HIGH_SCALER_RANGE = (0.0, 0.1)
-MAX_TIMESTEPS_TURBO = 20  # steps, i.e. values besides the trailing 0
-MAX_TIMESTEPS_BASE = 200  # the base models' inference_steps limit
 
 
 @dataclass

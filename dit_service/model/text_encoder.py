@@ -34,21 +34,29 @@ class PromptTokenizer:
         if pad_id is None:
             raise ValueError(f"{tokenizer_file} has no {END_OF_TEXT} token")
         self.pad_id = pad_id
-        # Truncation is state of the tokenizer, and requests tokenize on several worker threads at once.
-        self._lock = threading.Lock()
+        # Truncation is state of a tokenizers.Tokenizer and requests tokenize on several threads at once, so
+        # each max_length gets its own configured copy (two in practice: caption and lyrics); nothing mutates
+        # a tokenizer after it is built, so encoding needs no lock.
+        self._truncating: dict[int, Tokenizer] = {}
+        self._copy_lock = threading.Lock()
+
+    def _truncating_tokenizer(self, max_length: int) -> Tokenizer:
+        tokenizer = self._truncating.get(max_length)
+        if tokenizer is None:
+            with self._copy_lock:
+                tokenizer = self._truncating.get(max_length)
+                if tokenizer is None:
+                    tokenizer = Tokenizer.from_str(self._tokenizer.to_str())
+                    tokenizer.enable_truncation(max_length=max_length)
+                    self._truncating[max_length] = tokenizer
+        return tokenizer
 
     def encode(self, text: str, max_length: int) -> list[int]:
-        with self._lock:
-            self._tokenizer.enable_truncation(max_length=max_length)
-            try:
-                return self._tokenizer.encode(text, add_special_tokens=True).ids
-            finally:
-                self._tokenizer.no_truncation()
+        return self._truncating_tokenizer(max_length).encode(text, add_special_tokens=True).ids
 
     def count(self, text: str) -> int:
         """Tokens of ``text`` with nothing cut (the appended end-of-text included)."""
-        with self._lock:
-            return len(self._tokenizer.encode(text, add_special_tokens=True).ids)
+        return len(self._tokenizer.encode(text, add_special_tokens=True).ids)
 
     def batch(self, texts: list[str], max_length: int, device: torch.device | str) -> TokenBatch:
         encoded = [self.encode(t, max_length) for t in texts]

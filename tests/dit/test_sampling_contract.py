@@ -17,6 +17,7 @@ from dit_service import sampling_options as so
 from dit_service.sampling_notes import sampling_notes
 from dit_service.sampling_options import SamplingOptions
 from dit_service.server import engine_request
+from dit_service.wavelets import WAVELETS
 
 
 def test_the_api_fields_are_the_engines_options_with_the_same_defaults_and_ranges():
@@ -26,6 +27,7 @@ def test_the_api_fields_are_the_engines_options_with_the_same_defaults_and_range
                  "VELOCITY_EMA_FACTOR_RANGE", "DCW_MODES", "DCW_SCALER_RANGE", "DCW_HIGH_SCALER_RANGE",
                  "DCW_WAVELETS", "MAX_TIMESTEPS_TURBO", "MAX_TIMESTEPS_BASE"):
         assert getattr(c, name) == getattr(so, name), name
+    assert c.DCW_WAVELETS == WAVELETS  # every wavelet the API offers has its filters in the DiT
 
 
 def _request(**fields) -> dit_pb2.SynthesizeRequest:
