@@ -59,6 +59,12 @@ _ERROR_CODES: list[tuple[type[BaseException], str]] = [
 ]
 
 
+def warning_lines(warnings: Iterable[Any]) -> str:
+    """Warnings (``Warning`` messages) as status lines, one ``\nwarning (field): message`` each: the form every
+    status message of the project uses, so a warning reads the same from generate and the text modes."""
+    return "".join(f"\nwarning ({w.field}): {w.message}" for w in warnings)
+
+
 class CallError(Exception):
     """A failure reported as ``code: details`` (a broken stream, a missing pipeline...), code as gRPC names it."""
 
@@ -207,7 +213,7 @@ class StreamAssembler:
         warnings = list(self._done.warnings)
         extra["warnings"] = [{"field": w.field, "message": w.message} for w in warnings]
         status = self._done.status_message
-        status += "".join(f"\nwarning ({w.field}): {w.message}" for w in warnings if w.message not in status)
+        status += warning_lines(w for w in warnings if w.message not in status)
         return GenerationResult(
             audios=audios, status_message=status, extra_outputs=extra, success=True, error=None
         )

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
 from acestep_client import constants as c
-from acestep_client.assemble import CallError
+from acestep_client.assemble import CallError, warning_lines
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2 as pb
 from acestep_client.types import CreateSampleResult, FormatSampleResult, UnderstandResult
@@ -165,7 +165,7 @@ def result_from_description(mode: str, description: pb.SampleDescription, input_
         "status_message": f"LM {mode}: {description.generated_tokens} tokens in {description.lm_time_seconds:.2f} s"
         f" (seed {description.seed})"
         # What the LM service cut or changed (as generate's status does): never silent.
-        + "".join(f"\nwarning ({w.field}): {w.message}" for w in description.warnings),
+        + warning_lines(description.warnings),
     }
     if mode == "create_sample":
         fields["instrumental"] = description.instrumental

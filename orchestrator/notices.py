@@ -3,6 +3,7 @@ window, seeds ignored), gathered from every backend and reported in GenerationDo
 
 from __future__ import annotations
 
+from acestep_client.assemble import warning_lines
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_client.proto.acestep.v1 import orchestrator_pb2
 from acestep_client.types import GenerationConfig
@@ -44,6 +45,5 @@ class Notices:
 
     def done(self, status: str, num_items: int) -> orchestrator_pb2.GenerationDone:
         """GenerationDone with the warnings, also appended to ``status`` one per line."""
-        lines = "".join(f"\nwarning ({w.field}): {w.message}" for w in self.items)
-        return orchestrator_pb2.GenerationDone(status_message=status + lines, num_items=num_items,
+        return orchestrator_pb2.GenerationDone(status_message=status + warning_lines(self.items), num_items=num_items,
                                                warnings=self.items)
