@@ -33,10 +33,6 @@ RETRY_SECONDS = 2.0  # after an incomplete answer: soon, but not on every reques
 FETCH_TIMEOUT_SECONDS = 5.0
 
 
-def task_name(number: int) -> str:
-    return task_type_name(number)
-
-
 class ModelCatalog:
     """The models of one replica pool, fetched lazily and cached; safe to share between concurrent requests."""
 
@@ -103,7 +99,7 @@ def check_request(params: GenerationParams, batch_size: int, models: Sequence[ge
 
 
 def _problem(params: GenerationParams, batch_size: int, model: gen_pb2.ModelInfo) -> AceStepError | None:
-    tasks = [task_name(number) for number in model.task_types]
+    tasks = [task_type_name(number) for number in model.task_types]
     if tasks and params.task_type not in tasks:
         if model.is_turbo:
             return FailedPrecondition(
