@@ -26,6 +26,7 @@ from acestep_client.constants import (
     CHUNK_MASK_MODES,
     DCW_MODES,
     DCW_WAVELETS,
+    DEFAULT_DIT_MODEL,
     INFER_METHODS,
     MP3_BITRATES,
     MP3_SAMPLE_RATES,
@@ -36,8 +37,6 @@ from acestep_client.constants import (
 )
 from acestep_client.errors import AceStepError, InvalidArgument
 from acestep_client.types import GenerationConfig, GenerationParams, GenerationResult
-
-DEFAULT_DIT_MODEL = "acestep-v15-turbo"  # the in-process stack's (orchestrator.stack.DEFAULT_DIT_MODEL)
 
 # Flags whose dest is a GenerationParams field: (flag, type, help). Defaults are the API's.
 PARAM_FLAGS: list[tuple[str, Any, str]] = [
@@ -102,12 +101,22 @@ PARAM_FLAGS: list[tuple[str, Any, str]] = [
                                   "(default: 0.5)"),
     ("--repaint-latent-crossfade-frames", int, "repaint: 25 Hz frames blended from the source into the new audio "
                                                "inside each edge of the span, 0-100 (default: 10)"),
+    ("--repaint-wav-crossfade-sec", float, "repaint: seconds crossfaded over the source's own samples next to each "
+                                           "edge of the span, 0-1 (default: 0, a hard cut)"),
     ("--chunk-mask-mode", str.lower, "repaint/lego: explicit (the model is told the span) or auto (the model "
                                      "decides, upstream's default) (default: explicit)"),
     ("--cover-noise-strength", float, "0-1: start from the source audio renoised, 1 = closest to it "
                                       "(default: 0, pure noise)"),
     ("--global-caption", str, "SFT-stems (lego) models: the whole song's caption; --caption describes the track "
                               "(default: empty)"),
+    ("--flow-edit-source-caption", str, "with --flow-edit-morph: what the source audio is; --caption is the target "
+                                        "(default: empty)"),
+    ("--flow-edit-source-lyrics", str, "with --flow-edit-morph: the source audio's lyrics; --lyrics is the target "
+                                       "(default: empty)"),
+    ("--flow-edit-n-min", float, "flow edit: fraction of the schedule skipped before the edit, 0-1 (default: 0)"),
+    ("--flow-edit-n-max", float, "flow edit: fraction where the edit stops and the target alone denoises, "
+                                 "n-min-1 (default: 1)"),
+    ("--flow-edit-n-avg", int, "flow edit: noise draws averaged per edit step, 1-8 (default: 1)"),
 ]
 _CHOICES = {"--task-type": TASK_TYPES, "--infer-method": INFER_METHODS, "--sampler-mode": SAMPLER_MODES,
             "--dcw-mode": DCW_MODES, "--dcw-wavelet": DCW_WAVELETS, "--repaint-mode": REPAINT_MODES,
@@ -128,6 +137,8 @@ PARAM_SWITCHES: list[tuple[str, str, bool, str]] = [
                                                                      "keeps it to valid values (default: constrained)"),
     ("--no-normalization", "enable_normalization", False, "keep the decoder's level (only a clipping item is "
                                                           "scaled down) (default: peak-normalised, as upstream)"),
+    ("--flow-edit-morph", "flow_edit_morph", True, "morph --src-audio toward --caption/--lyrics (text2music, cover, "
+                                                   "cover-nofsq) (default: off)"),
     ("--no-dcw", "dcw_enabled", False, "the plain sampler, without the DCW correction after each step "
                                        "(default: DCW on, as upstream)"),
 ]

@@ -7,6 +7,9 @@ CHANNELS = 2
 
 TASK_TYPES = ("text2music", "cover", "repaint", "lego", "extract", "complete", "cover-nofsq")
 TASKS_NEEDING_SOURCE = ("cover", "repaint", "lego", "extract", "complete", "cover-nofsq")
+# The models a deployment serves unless told otherwise: upstream's defaults (its LM download is 1.7B since 2026-04).
+DEFAULT_DIT_MODEL = "acestep-v15-turbo"
+DEFAULT_LM_MODEL = "acestep-5Hz-lm-1.7B"
 TASKS_BASE_MODEL_ONLY = ("lego", "extract", "complete")
 # How to get a model that runs them (named in FAILED_PRECONDITION messages, so the fix is one copy away).
 BASE_MODEL_HINT = (
@@ -89,3 +92,7 @@ REPAINT_LATENT_CROSSFADE_FRAMES_RANGE = (0, 100)  # 25 Hz latent frames (4 s)
 CHUNK_MASK_MODES = ("explicit", "auto")
 COVER_NOISE_STRENGTH_RANGE = (0.0, 1.0)
 GLOBAL_CAPTION_MAX_CHARS = 4096  # as caption
+REPAINT_WAV_CROSSFADE_SEC_RANGE = (0.0, 1.0)  # upstream checks none; its derived widths stay under 0.05 s
+FLOW_EDIT_TASKS = ("text2music", "cover", "cover-nofsq")  # upstream's flow-edit overlay v1
+FLOW_EDIT_N_RANGE = (0.0, 1.0)
+FLOW_EDIT_N_AVG_RANGE = (1, 8)  # upstream's UI slider

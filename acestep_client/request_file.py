@@ -60,7 +60,7 @@ NESTED = ("metas", "metadata", "user_metadata")  # upstream's REST server accept
 UNSUPPORTED = frozenset({
     "model", "lm_model_path", "lm_backend", "lm_repetition_penalty",
     "sample_mode", "sample_query", "description", "desc", "use_format", "format", "use_tiled_decode",
-    "ai_token", "repaint_wav_crossfade_sec",
+    "ai_token",
 })
 # Keys of this project's sidecars (acestep_client.sidecar) that are facts about a result, not inputs.
 SIDECAR_KEYS = frozenset({"key", "audio_file", "sample_rate", "num_frames", "silent", "lm_metadata"})

@@ -87,9 +87,17 @@ class GenerationParams:
     repaint_mode: str = "balanced"  # conservative / balanced / aggressive: how long the source is injected
     repaint_strength: float = 0.5  # balanced only: 1 - fraction of steps that inject the source
     repaint_latent_crossfade_frames: int = 10  # 25 Hz frames blended inside each edge of the repainted span
+    repaint_wav_crossfade_sec: float = 0.0  # decoded audio: source samples outside the span, crossfaded this long
     chunk_mask_mode: str = "explicit"  # explicit: mask = the span; auto: all ones (upstream's default)
     cover_noise_strength: float = 0.0  # > 0: start from the source renoised to t ≈ 1 - strength
     global_caption: str = ""  # SFT-stems models: the song-level "Global:" caption
+    # Flow edit (upstream #1156): morph src_audio toward caption/lyrics; the source_* fields describe src_audio.
+    flow_edit_morph: bool = False
+    flow_edit_source_caption: str = ""
+    flow_edit_source_lyrics: str = ""
+    flow_edit_n_min: float = 0.0  # fraction of the schedule skipped before the edit
+    flow_edit_n_max: float = 1.0  # fraction where the edit stops; the target alone denoises the rest
+    flow_edit_n_avg: int = 1  # noise draws averaged per edit step
 
     def validate(self) -> None:
         """Raise InvalidArgument naming the first field out of range."""

@@ -268,6 +268,24 @@ def validate_editing(p: GenerationParams) -> None:
     check_choice("chunk_mask_mode", p.chunk_mask_mode, c.CHUNK_MASK_MODES)
     check_range("cover_noise_strength", p.cover_noise_strength, *c.COVER_NOISE_STRENGTH_RANGE)
     check_max_chars("global_caption", p.global_caption, c.GLOBAL_CAPTION_MAX_CHARS)
+    check_range("repaint_wav_crossfade_sec", p.repaint_wav_crossfade_sec, *c.REPAINT_WAV_CROSSFADE_SEC_RANGE)
+    validate_flow_edit(p)
+
+
+def validate_flow_edit(p: GenerationParams) -> None:
+    """Flow edit: the window [n_min, n_max] inside 0-1, 1-8 draws, and a source to morph."""
+    _bool("flow_edit_morph", p.flow_edit_morph)
+    check_max_chars("flow_edit_source_caption", p.flow_edit_source_caption, c.MAX_CAPTION_CHARS)
+    check_max_chars("flow_edit_source_lyrics", p.flow_edit_source_lyrics, c.MAX_LYRICS_CHARS)
+    check_range("flow_edit_n_min", p.flow_edit_n_min, *c.FLOW_EDIT_N_RANGE)
+    check_range("flow_edit_n_max", p.flow_edit_n_max, *c.FLOW_EDIT_N_RANGE)
+    if p.flow_edit_n_max < p.flow_edit_n_min:
+        raise InvalidArgument("flow_edit_n_max", f"must be >= flow_edit_n_min ({p.flow_edit_n_min}) and <= 1, "
+                                                 f"got {p.flow_edit_n_max!r}")
+    check_range("flow_edit_n_avg", p.flow_edit_n_avg, *c.FLOW_EDIT_N_AVG_RANGE, integer=True)
+    if p.flow_edit_morph and p.task_type in c.FLOW_EDIT_TASKS and not p.src_audio:
+        raise InvalidArgument("src_audio", f"flow_edit_morph=True morphs a source audio file; task_type="
+                                           f"{p.task_type} got none")
 
 
 def validate_config(cfg: GenerationConfig) -> None:

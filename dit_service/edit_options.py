@@ -14,7 +14,11 @@ handler/{generate_music,conditioning_masks,conditioning_text,repaint_step_inject
   after sampling, and the crossfade is inside the span (from the source into the new audio), not outside it
   over the source; its width is repaint_latent_crossfade_frames as requested (upstream accepts the field but
   derives the width from mode and strength instead: round(25·(1 − strength)), 25 conservative); aggressive
-  crossfades nothing, as upstream. Upstream's waveform splice (repaint_wav_crossfade_sec) is not served.
+  crossfades nothing, as upstream.
+- repaint_wav_crossfade_sec (0-1 s): after the VAE decode of a repaint not in "aggressive" mode, the audio outside
+  the span is the source's own samples, ramped in over this many seconds just outside each edge (waveform_splice.py).
+  Differs on purpose: the width is the value requested (0 = a hard cut); upstream ignores the field and uses
+  0.05 s (conservative) or 0.05·(1 − strength) s (balanced). Past the source's end the decoded audio stays.
 - chunk_mask_mode: "explicit" marks the span (1 inside, 0 outside), "auto" marks everything (upstream writes
   2.0 into a bool mask, which stores 1). Differs on purpose: the default is "explicit" (upstream: "auto"),
   so a repaint or lego request keeps the chunk mask it had before this option existed.
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from acestep_client.constants import FLOW_EDIT_N_AVG_RANGE, FLOW_EDIT_N_RANGE, REPAINT_WAV_CROSSFADE_SEC_RANGE
 from acestep_client.errors import InvalidArgument
 
 from .sampling_options import check_range
@@ -53,6 +58,13 @@ class EditOptions:
     chunk_mask_mode: str = "explicit"
     cover_noise_strength: float = 0.0
     global_caption: str = ""
+    repaint_wav_crossfade_sec: float = 0.0
+    flow_edit_morph: bool = False
+    flow_edit_source_caption: str = ""
+    flow_edit_source_lyrics: str = ""
+    flow_edit_n_min: float = 0.0
+    flow_edit_n_max: float = 1.0
+    flow_edit_n_avg: int = 1
 
     def validate(self) -> None:
         """Raise InvalidArgument naming the field and its allowed range."""
@@ -62,14 +74,18 @@ class EditOptions:
         check_range("retake_variance", self.retake_variance, 0.0, 1.0)
         _check_choice("repaint_mode", self.repaint_mode, REPAINT_MODES)
         check_range("repaint_strength", self.repaint_strength, 0.0, 1.0)
-        frames = self.repaint_latent_crossfade_frames
-        if isinstance(frames, bool) or not isinstance(frames, int) or not 0 <= frames <= MAX_CROSSFADE_FRAMES:
-            name = "repaint_latent_crossfade_frames"
-            raise InvalidArgument(name, f"allowed 0-{MAX_CROSSFADE_FRAMES}, got {frames!r}")
+        _check_int("repaint_latent_crossfade_frames", self.repaint_latent_crossfade_frames, 0, MAX_CROSSFADE_FRAMES)
         _check_choice("chunk_mask_mode", self.chunk_mask_mode, CHUNK_MASK_MODES)
         check_range("cover_noise_strength", self.cover_noise_strength, 0.0, 1.0)
-        if not isinstance(self.global_caption, str):
-            raise InvalidArgument("global_caption", f"allowed a string, got {type(self.global_caption).__name__}")
+        for name in ("global_caption", "flow_edit_source_caption", "flow_edit_source_lyrics"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidArgument(name, f"allowed a string, got {type(getattr(self, name)).__name__}")
+        check_range("repaint_wav_crossfade_sec", self.repaint_wav_crossfade_sec, *REPAINT_WAV_CROSSFADE_SEC_RANGE)
+        if not isinstance(self.flow_edit_morph, bool):
+            raise InvalidArgument("flow_edit_morph", f"allowed true or false, got {self.flow_edit_morph!r}")
+        check_range("flow_edit_n_min", self.flow_edit_n_min, *FLOW_EDIT_N_RANGE)
+        check_range("flow_edit_n_max", self.flow_edit_n_max, self.flow_edit_n_min, FLOW_EDIT_N_RANGE[1])
+        _check_int("flow_edit_n_avg", self.flow_edit_n_avg, *FLOW_EDIT_N_AVG_RANGE)
 
     def retake_seeds(self, seeds: list[int]) -> list[int]:
         """One retake seed per item (see the module docstring)."""
@@ -115,6 +131,11 @@ def lego_caption(caption: str, global_caption: str, instruction: str, chunk_mask
     return f"Global: {global_caption}\nLocal: {caption}\n{control}"
 
 
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgument(name, f"allowed {low}-{high}, got {value!r}")
+
+
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in allowed:
         raise InvalidArgument(name, f"allowed {', '.join(allowed)}, got {value!r}")
@@ -127,11 +148,15 @@ def edit_notes(edit: EditOptions, task_type: str, is_lego_sft: bool) -> list[tup
         notes.append(("global_caption", "only SFT-stems models (config is_lego_sft) read a global caption; this "
                                         "model ignored it (as upstream)"))
     defaults = EditOptions()
-    repaint_fields = ("repaint_mode", "repaint_strength", "repaint_latent_crossfade_frames")
+    repaint_fields = ("repaint_mode", "repaint_strength", "repaint_latent_crossfade_frames",
+                      "repaint_wav_crossfade_sec")
     changed = [name for name in repaint_fields if getattr(edit, name) != getattr(defaults, name)]
     if changed and task_type != "repaint":
         notes.append((changed[0], f"{', '.join(changed)} apply to task_type=repaint only; this {task_type} request "
                                   f"ignored them (as upstream)"))
+    elif edit.repaint_wav_crossfade_sec > 0.0 and edit.repaint_mode == "aggressive":
+        notes.append(("repaint_wav_crossfade_sec", "an aggressive repaint splices no source samples in, so there was "
+                                                   "nothing to crossfade (as upstream)"))
     if edit.chunk_mask_mode != defaults.chunk_mask_mode and task_type not in ("repaint", "lego"):
         notes.append(("chunk_mask_mode", f"the chunk mask marks everything on a {task_type} request either way; "
                                          f"chunk_mask_mode changed nothing"))

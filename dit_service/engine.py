@@ -12,7 +12,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from acestep_client.errors import FailedPrecondition, InvalidArgument
 from .batch_ops import DiTCall, run_dit, run_vae, vae_key
 from .batcher import BatchOp, BatchSession, ForwardBatcher
 from .edit_options import EditOptions, lego_caption
+from .flow_edit import BranchVelocity, FlowEditWindow, flow_edit_sample
 from .loading import LoadedCheckpoint, load_checkpoint
 from .model.text_encoder import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS
 from .model.vae import encode_audio_to_latents, vae_hop
@@ -32,6 +33,7 @@ from .prompts import DEFAULT_INSTRUCTION, caption_prompt, lyric_prompt, metas_st
 from .samplers import SamplerResult, base_schedule, guided_sample, injection_steps, turbo_sample, turbo_schedule
 from .sampling_options import SamplingOptions
 from .tasks import (
+    FLOW_EDIT_TASKS,
     SOURCE_TASKS,
     TASK_TYPES,
     TURBO_TASK_TYPES,
@@ -43,6 +45,7 @@ from .tasks import (
     validate_codes,
 )
 from .vae_decode import iter_decoded_windows
+from .waveform_splice import repaint_splice
 
 MAX_BATCH = 8
 MAX_SEED = 2**32 - 1
@@ -86,6 +89,7 @@ class SynthesisRequest:
     seeds: list[int] = field(default_factory=lambda: [0])  # one per batch item; batch_size == len(seeds)
     audio_codes: list[list[int]] | None = None  # per item 5 Hz code ids (from the LM), or None
     src_audio: torch.Tensor | None = None  # [2, n] float32 48 kHz
+    src_waveform: torch.Tensor | None = None  # [2, n] 48 kHz; repaint splice (waveform_splice.py)
     reference_audio: torch.Tensor | None = None  # [2, n] float32 48 kHz
     initial_noise: torch.Tensor | None = None  # optional explicit noise [B, T, C] for numerics comparisons
     # Already-encoded sources (the gRPC path: EncodeAudio ran first); they take the place of the waveforms.
@@ -287,6 +291,8 @@ class DiTEngine:
                 )
         if req.task_type in SOURCE_TASKS and req.src_audio is None and req.src_latents is None:
             raise InvalidArgument("src_audio", f"allowed: required for task_type {req.task_type!r}, got none")
+        if self.flow_edits(req) and req.src_audio is None and req.src_latents is None:
+            raise InvalidArgument("src_audio", "allowed: required with flow_edit_morph (the audio it morphs), got none")
         end = req.repainting_end
         if req.task_type in ("repaint", "lego") and end is not None and 0 <= end <= req.repainting_start:
             raise InvalidArgument(
@@ -331,10 +337,17 @@ class DiTEngine:
 
     # ------------------------------------------------------------------ conditioning
     def _text_conditions(
-        self, plan: TaskPlan, req: SynthesisRequest, instructions: list[str], text_length: int | None = None
+        self,
+        plan: TaskPlan,
+        req: SynthesisRequest,
+        instructions: list[str],
+        text_length: int | None = None,
+        lyrics_as_given: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``lyrics_as_given``: empty lyrics stay empty (a flow edit's source side), else they read [Instrumental]."""
         tokenizer = self.text_encoder.tokenizer
-        lyrics = "[Instrumental]" if req.instrumental or not req.lyrics.strip() else req.lyrics
+        instrumental = req.instrumental or not req.lyrics.strip()
+        lyrics = "[Instrumental]" if instrumental and not lyrics_as_given else req.lyrics
         captions, lyric_texts = [], []
         for item, instruction in zip(plan.items, instructions, strict=True):
             metas = metas_string(req.bpm, req.timesignature, req.keyscale, item.duration_seconds)
@@ -353,8 +366,10 @@ class DiTEngine:
             return req.caption
         return lego_caption(req.caption, req.edit.global_caption, instruction, req.edit.chunk_mask_mode)
 
-    def _encoder_states(self, plan, req, instructions, text_length=None) -> torch.Tensor:
-        text_hidden, text_mask, lyric_emb, lyric_mask = self._text_conditions(plan, req, instructions, text_length)
+    def _encoder_states(self, plan, req, instructions, text_length=None, lyrics_as_given=False) -> torch.Tensor:
+        text_hidden, text_mask, lyric_emb, lyric_mask = self._text_conditions(
+            plan, req, instructions, text_length, lyrics_as_given
+        )
         order = torch.arange(len(plan.items), device=self.device)
         encoder_hidden, _ = self.model.encoder(
             text_hidden, text_mask, lyric_emb, lyric_mask, plan.reference_latents, order
@@ -450,18 +465,12 @@ class DiTEngine:
         instructions = [item.instruction for item in plan.items]
         encoder_hidden = self._encoder_states(plan, req, instructions)
         context = self._context(plan)
-        decoder = self.model.decoder
         should_stop = session.should_stop
-        # Conditions are computed per request, alone: merging happens only at the decoder forward.
-        cross_kv = decoder.precompute_cross_kv(encoder_hidden)
-
         use_cfg = not self.is_turbo and req.guidance_scale > 1.0
-        cross_kv_cfg = None
-        if use_cfg:
-            # Materialised like the reference's torch.cat: a stride-0 (expanded) input takes another
-            # GEMM path on CPU and rounds differently in bf16.
-            null = self.model.null_condition_emb.to(self.dtype).expand_as(encoder_hidden).contiguous()
-            cross_kv_cfg = _cat_kv(cross_kv, decoder.precompute_cross_kv(null))
+        # Conditions are computed per request, alone: merging happens only at the decoder forward.
+        condition = self._cross_kv(encoder_hidden, use_cfg)
+        if plan.edit_source is not None:
+            return (yield from self._flow_edit(req, session, plan, context, condition, use_cfg, start))
 
         schedule = self._schedule(req)
         total_steps = len(schedule) if self.is_turbo else len(schedule) - 1
@@ -473,16 +482,12 @@ class DiTEngine:
             cut = req.edit.cover_noise_strength > 0.0
             counted = total_steps if self.is_turbo or cut else req.inference_steps
             cover_steps = int(counted * req.audio_cover_strength)
-            non_cover = self._non_cover_condition(plan, req, use_cfg)
+            non_cover = self._branch(session, *self._non_cover_condition(plan, req, use_cfg))
+        cover = self._branch(session, condition, context)
 
         def velocity(x: torch.Tensor, t: torch.Tensor, step: int, guided: bool):
-            kv, kv_cfg, ctx = cross_kv, cross_kv_cfg, context
-            if non_cover is not None and step >= cover_steps:
-                kv, kv_cfg, ctx = non_cover
-            if guided:
-                v = self._forward(session, torch.cat([x, x]), torch.cat([t, t]), torch.cat([ctx, ctx]), kv_cfg)
-                return v.chunk(2)
-            return self._forward(session, x, t, ctx, kv)
+            branch = non_cover if non_cover is not None and step >= cover_steps else cover
+            return branch(x, t, guided)
 
         noise = self._noise(req, plan.length)
         if req.edit.retake_variance > 0.0:
@@ -532,6 +537,7 @@ class DiTEngine:
         should_stop = session.should_stop
         start_total = time.perf_counter()
         batch = len(req.seeds)
+        splice = repaint_splice(req, self.sample_rate, self.hop)  # None unless a repaint keeps its source audio
         latents, encoder_time, diffusion_time = yield from self._diffuse(req, session)
         latents = req.output.apply_to_latents(latents)  # upstream: on the final latents, before the VAE
         length = latents.shape[1]
@@ -545,6 +551,8 @@ class DiTEngine:
         decode = partial(self._decode_window, session)
         for start_sample, audio in iter_decoded_windows(self.vae, latents, self.hop, should_stop, decode=decode):
             audio_cpu = audio.cpu()
+            if splice is not None:  # upstream splices right after the decode, before normalisation and fades
+                audio_cpu = splice.apply(audio_cpu, start_sample)
             unfaded_peaks = torch.maximum(unfaded_peaks, audio_cpu.abs().amax(dim=(1, 2)).double())
             if fades is not None:
                 audio_cpu = fades.apply(audio_cpu, start_sample)
@@ -582,6 +590,8 @@ class DiTEngine:
 
     def diffusion_steps(self, req: SynthesisRequest) -> int:
         """Sampler steps this request runs (custom timesteps decide over inference_steps)."""
+        if self.flow_edits(req):
+            return len(self._flow_edit_schedule(req)) - 1
         schedule = self._schedule(req)
         return len(schedule) if self.is_turbo else len(schedule) - 1
 
@@ -615,12 +625,79 @@ class DiTEngine:
         hidden = self._encoder_states(plan, req, [DEFAULT_INSTRUCTION] * len(plan.items), text_length)
         src = self.silence_latent[: plan.length][None].expand(len(plan.items), -1, -1)
         context = torch.cat([src.to(self.dtype), plan.chunk_masks], dim=-1)
-        kv = self.model.decoder.precompute_cross_kv(hidden)
-        kv_cfg = None
-        if use_cfg:
-            null = self.model.null_condition_emb.to(self.dtype).expand_as(hidden).contiguous()
-            kv_cfg = _cat_kv(kv, self.model.decoder.precompute_cross_kv(null))
-        return kv, kv_cfg, context
+        return self._cross_kv(hidden, use_cfg), context
+
+    def _cross_kv(self, encoder_hidden: torch.Tensor, use_cfg: bool):
+        """(cross-attention K/V, and with CFG those of [cond; null]) of one condition."""
+        decoder = self.model.decoder
+        kv = decoder.precompute_cross_kv(encoder_hidden)
+        if not use_cfg:
+            return kv, None
+        # Materialised like the reference's torch.cat: a stride-0 (expanded) input takes another
+        # GEMM path on CPU and rounds differently in bf16.
+        null = self.model.null_condition_emb.to(self.dtype).expand_as(encoder_hidden).contiguous()
+        return kv, _cat_kv(kv, decoder.precompute_cross_kv(null))
+
+    def _branch(self, session: BatchSession, condition, context: torch.Tensor) -> BranchVelocity:
+        """velocity(x, t, guided) under one condition: v, or (v_cond, v_uncond) from one doubled forward."""
+        kv, kv_cfg = condition
+
+        def velocity(x: torch.Tensor, t: torch.Tensor, guided: bool):
+            if guided:
+                doubled = (torch.cat([x, x]), torch.cat([t, t]), torch.cat([context, context]))
+                return self._forward(session, *doubled, kv_cfg).chunk(2)
+            return self._forward(session, x, t, context, kv)
+
+        return velocity
+
+    def flow_edits(self, req: SynthesisRequest) -> bool:
+        """Whether this request runs a flow edit (upstream ignores flow_edit_morph on other tasks)."""
+        return req.edit.flow_edit_morph and req.task_type in FLOW_EDIT_TASKS
+
+    def _flow_edit_schedule(self, req: SynthesisRequest) -> torch.Tensor:
+        """Upstream builds a flow edit's schedule alike on every model: linear with shift, or the custom one."""
+        options = req.sampling
+        return base_schedule(req.inference_steps, options.shift, self.dtype, self.device, options.custom_schedule())
+
+    def _flow_edit(self, req, session, plan, context, target, use_cfg, start):
+        """Morph ``plan.edit_source`` from the source caption/lyrics toward the request's (flow_edit.py)."""
+        edit = req.edit
+        source_req = replace(req, caption=edit.flow_edit_source_caption, lyrics=edit.flow_edit_source_lyrics)
+        instructions = [item.instruction for item in plan.items]
+        source_hidden = self._encoder_states(plan, source_req, instructions, lyrics_as_given=True)
+        source = self._cross_kv(source_hidden, use_cfg)
+        # Upstream's forward-noise generators: the retake seeds when retake is on, else the item seeds.
+        seeds = edit.retake_seeds(req.seeds) if edit.retake_variance > 0.0 else req.seeds
+        generators = [torch.Generator(device=self.device).manual_seed(int(seed)) for seed in seeds]
+        shape = (1, plan.length, self.latent_channels)
+
+        def draw() -> torch.Tensor:
+            parts = [torch.randn(shape, generator=g, device=self.device, dtype=self.dtype) for g in generators]
+            return torch.cat(parts)
+
+        schedule = self._flow_edit_schedule(req)
+        window = FlowEditWindow(edit.flow_edit_n_min, edit.flow_edit_n_max, edit.flow_edit_n_avg)
+        result = SamplerResult()
+        encoder_time = time.perf_counter() - start
+        start_diffusion = time.perf_counter()
+        steps = flow_edit_sample(
+            self._branch(session, source, context),
+            self._branch(session, target, context),
+            plan.edit_source.to(self.dtype),
+            schedule,
+            window,
+            draw,
+            result,
+            guidance_scale=req.guidance_scale if use_cfg else 1.0,
+            cfg_interval=(req.cfg_interval_start, req.cfg_interval_end),
+            velocity_norm_threshold=req.sampling.velocity_norm_threshold,
+            velocity_ema_factor=req.sampling.velocity_ema_factor,
+            should_stop=session.should_stop,
+        )
+        total = len(schedule) - 1
+        for step in steps:
+            yield StepProgress(step=step + 1, total=total)
+        return result.latents, encoder_time, time.perf_counter() - start_diffusion
 
     def _repaint_injection(self, plan: TaskPlan, noise: torch.Tensor, total_steps: int, ratio: float = 0.5):
         """Re-impose the noised source outside the span after each of the first round(ratio·N) steps."""

@@ -106,7 +106,7 @@ def adg_velocity(
     return ((x - x_new) / sigma_t).to(x.dtype)
 
 
-def _check_stop(should_stop: Callable[[], bool]) -> None:
+def check_stop(should_stop: Callable[[], bool]) -> None:
     if should_stop():
         raise Cancelled("synthesis cancelled between diffusion steps")
 
@@ -198,7 +198,7 @@ def turbo_sample(
     last = len(values) - 1
     x, previous = noise, None
     for step, t_now in enumerate(values):
-        _check_stop(should_stop)
+        check_stop(should_stop)
         batch = x.shape[0]
         v = _shape_velocity(velocity(x, times[step].expand(batch), step, False), x, previous, options)
         x_before, v_first = x, v
@@ -268,7 +268,7 @@ def guided_sample(
 
     x, previous = noise, None
     for step in range(steps):
-        _check_stop(should_stop)
+        check_stop(should_stop)
         t_now, t_next = values[step], values[step + 1]
         batch = x.shape[0]
         v = guide(velocity(x, schedule[step].expand(batch), step, use_cfg), x, t_now, False)
@@ -288,7 +288,7 @@ def guided_sample(
         if dcw is not None:
             x = dcw(x, x_before - v_first * schedule[step], t_now)
         previous = v
-        if post_step is not None and step < steps - 1:
+        if post_step is not None:  # after the last step too, as upstream's base loop (turbo's stops before it)
             x = post_step(x, step, t_next)
         result.latents = x
         yield step

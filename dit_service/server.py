@@ -32,6 +32,7 @@ from acestep_serving.worker import stream_from_thread
 from dit_service.batcher import BatchInfo, ForwardBatcher
 from dit_service.edit_options import EditOptions, edit_notes
 from dit_service.engine import AudioWindow, DiTEngine, ItemDone, StepProgress, SynthesisRequest, TimeCosts
+from dit_service.flow_edit import flow_edit_notes
 from dit_service.model_info import dit_model_info
 from dit_service.output_options import OutputOptions
 from dit_service.sampling_notes import sampling_notes
@@ -114,6 +115,27 @@ def engine_request(request: dit_pb2.SynthesizeRequest, max_batch: int, codebook_
     )
 
 
+def waveform_bytes(request: dit_pb2.SynthesizeRequest, max_bytes: int) -> bytes | None:
+    """SynthesizeRequest.src_waveform's bytes (the repaint splice's source file), or None when it is unset."""
+    if not request.HasField("src_waveform"):
+        return None
+    upload = request.src_waveform
+    check_enum("src_waveform.format", gen_pb2.AudioFormat, upload.format)  # the bytes decide; a made-up one fails
+    if upload.WhichOneof("source") == "server_path":
+        raise InvalidArgument("src_waveform", "allowed the file's bytes (data), got a server_path")
+    if not upload.data:
+        raise InvalidArgument("src_waveform", f"allowed 1-{max_bytes} bytes of audio, got none")
+    if len(upload.data) > max_bytes:
+        raise InvalidArgument("src_waveform", f"allowed at most {max_bytes} bytes, got {len(upload.data)}")
+    return upload.data
+
+
+def decode_waveform(data: bytes) -> torch.Tensor:
+    """A file's bytes as the model's audio [2, n] at 48 kHz, as EncodeAudio decodes them."""
+    audio, rate = decode_audio(data)
+    return torch.from_numpy(to_model_audio(audio, rate))
+
+
 class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
     def __init__(
         self, admission: Admission, metrics: DiTMetrics, max_batch: int = 8, max_upload_bytes: int = 256 * 1024 * 1024,
@@ -139,25 +161,35 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
             encoding = stream_encoding_number(request.stream_encoding)  # unknown numbers: INVALID_ARGUMENT
             req = engine_request(request, self.max_batch, engine.codebook_size)
             engine.validate(req)
+            waveform = waveform_bytes(request, self.max_upload_bytes)
             chunk_frames = request.chunk_frames or DEFAULT_CHUNK_FRAMES
             if not 1 <= chunk_frames <= MAX_CHUNK_FRAMES:
                 raise InvalidArgument("chunk_frames", f"must be between 1 and {MAX_CHUNK_FRAMES}, got {chunk_frames}")
             self.metrics.batch_size.labels("dit").observe(len(req.seeds))
-            return self._stream(engine, req, chunk_frames, encoding)
+            return self._stream(engine, req, chunk_frames, encoding, waveform)
 
         async for response in guarded_stream(context, self.metrics, "Synthesize", self.admission, open_stream):
             yield response
 
-    async def _stream(self, engine: DiTEngine, req: SynthesisRequest, chunk_frames: int, encoding: int):
+    async def _stream(
+        self, engine: DiTEngine, req: SynthesisRequest, chunk_frames: int, encoding: int, waveform: bytes | None
+    ):
         start = time.perf_counter()
+        if waveform is not None:  # decoded off the event loop (an mp3 of minutes takes a while)
+            try:
+                req.src_waveform = await asyncio.to_thread(decode_waveform, waveform)
+            except InvalidArgument as exc:
+                raise InvalidArgument("src_waveform", str(exc)) from None
         last_step = start
         first_audio = True
         caption_cut = engine.caption_cut(req)
         if caption_cut:  # the orchestrator relays it in GenerationDone.warnings
             yield dit_pb2.SynthesizeResponse(warning=gen_pb2.Warning(field="caption", message=caption_cut))
-        for field, message in sampling_notes(req.sampling, engine.is_turbo):  # heun under sde, turbo timesteps
-            yield dit_pb2.SynthesizeResponse(warning=gen_pb2.Warning(field=field, message=message))
-        for field, message in edit_notes(req.edit, req.task_type, engine.config.is_lego_sft):  # options not read
+        # Options that run differently from how they read (heun under sde, turbo timesteps) or are not read.
+        notes = sampling_notes(req.sampling, engine.is_turbo and not engine.flow_edits(req))
+        notes += edit_notes(req.edit, req.task_type, engine.config.is_lego_sft)
+        notes += flow_edit_notes(req.edit, req.task_type, req.sampling, req.use_adg)
+        for field, message in notes:
             yield dit_pb2.SynthesizeResponse(warning=gen_pb2.Warning(field=field, message=message))
         async for event in stream_from_thread(lambda stop: engine.synthesize(req, stop), self.executor):
             if isinstance(event, StepProgress):
@@ -214,8 +246,7 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
                         raise InvalidArgument("data", f"upload must be at most {self.max_upload_bytes} bytes")
                 if not data:
                     raise InvalidArgument("data", "no audio bytes were sent")
-                audio, rate = decode_audio(bytes(data))
-                wav = torch.from_numpy(to_model_audio(audio, rate))
+                wav = decode_waveform(bytes(data))
                 async with self.admission.slot():
                     loop = asyncio.get_running_loop()
                     latents, codes = await loop.run_in_executor(
@@ -278,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="acestep serve dit", description="ACE-Step 1.5 DiT + VAE gRPC service")
     add_server_flags(parser, default_port=50052, max_concurrency=8)
-    add_model_flags(parser, default_model="acestep-v15-turbo")
+    add_model_flags(parser, default_model=c.DEFAULT_DIT_MODEL)
     add_flag(parser, "batch-wait-ms", 5.0, "how long a DiT/VAE forward waits for compatible forwards of other "
              "running requests to merge with; it starts at once when every running request is waiting")
     add_flag(parser, "max-batch-items", 16, "most rows (items, CFG halves counted) in one merged forward; "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from acestep_client.constants import FLOW_EDIT_TASKS
 from acestep_client.errors import InvalidArgument
 from acestep_client.validation import parse_audio_codes as parse_code_tokens
 
@@ -61,6 +62,7 @@ class TaskPlan:
     code_ids: list[list[int] | None]
     repaint_clean_src: torch.Tensor | None = None  # [B, L, C] original source (repaint only)
     repaint_mask: torch.Tensor | None = None  # [B, L, 1] bool, True inside the repainted span
+    edit_source: torch.Tensor | None = None  # [B, L, C] the source latents a flow edit starts from
 
 
 def frames_for_duration(seconds: float, sample_rate: int, hop: int) -> int:
@@ -109,7 +111,7 @@ def repaint_span(start_sec: float, end_sec: float, total_frames: int, frames_per
     return start, end
 
 
-def _repaint_window(req, duration: float) -> tuple[float, float, float, float]:
+def repaint_window(req, duration: float) -> tuple[float, float, float, float]:
     """(start, end, left pad, right pad) in seconds; outpainting pads silence around the source."""
     start = req.repainting_start
     end = duration if req.repainting_end is None or req.repainting_end < 0 else req.repainting_end
@@ -128,7 +130,7 @@ def _source_latents(req, task: str, encode: EncodeFn, silence: torch.Tensor, sam
         wav = req.src_audio.float().clamp(-1.0, 1.0)
         region = None
         if task in ("repaint", "lego"):
-            start, end, left, right = _repaint_window(req, wav.shape[-1] / sample_rate)
+            start, end, left, right = repaint_window(req, wav.shape[-1] / sample_rate)
             left_pad, right_pad = round(left * sample_rate), round(right * sample_rate)
             if left_pad or right_pad:
                 wav = torch.nn.functional.pad(wav, (left_pad, right_pad))
@@ -138,7 +140,7 @@ def _source_latents(req, task: str, encode: EncodeFn, silence: torch.Tensor, sam
     if task not in ("repaint", "lego"):
         return latents, None
     frames_per_second = sample_rate / hop
-    start, end, left, right = _repaint_window(req, latents.shape[0] / frames_per_second)
+    start, end, left, right = repaint_window(req, latents.shape[0] / frames_per_second)
     left_frames, right_frames = round(left * frames_per_second), round(right * frames_per_second)
     if left_frames or right_frames:
         latents = torch.cat([silence[:left_frames], latents, silence[:right_frames]], dim=0)
@@ -168,6 +170,13 @@ def build_task_plan(
     src_latents = None
     repaint_region = None
     has_source = req.src_audio is not None or getattr(req, "src_latents", None) is not None
+    edit_source = None
+    if req.edit.flow_edit_morph and task in FLOW_EDIT_TASKS and has_source:
+        # A flow edit starts from the source and keeps its length; text2music's context stays silence and,
+        # as upstream drops their hints, reads no codes.
+        edit_source, _ = _source_latents(req, task, encode, silence, sample_rate, hop)
+        if task == "text2music":
+            code_ids = [None] * batch
     if task in SOURCE_TASKS or (task == "cover" and has_source and all(c is None for c in code_ids)):
         src_latents, repaint_region = _source_latents(req, task, encode, silence, sample_rate, hop)
     elif task == "cover" and all(c is None for c in code_ids):
@@ -177,7 +186,9 @@ def build_task_plan(
     for index in range(batch):
         codes = code_ids[index]
         instruction = task_instruction(task, req.instruction, codes is not None)
-        if codes is not None:
+        if edit_source is not None:
+            frames = edit_source.shape[0]
+        elif codes is not None:
             frames = len(codes) * 5
         elif src_latents is not None:
             frames = src_latents.shape[0]
@@ -219,8 +230,10 @@ def build_task_plan(
             ref_latents = pad_with_silence(encode(clip).to(silence.dtype), timbre_frames, silence)
             reference = ref_latents[None].repeat(batch, 1, 1)
 
+    if edit_source is not None:
+        edit_source = pad_with_silence(edit_source.to(silence.dtype), length, silence)[None].repeat(batch, 1, 1)
     is_cover = torch.tensor([item.is_cover for item in items], dtype=torch.bool, device=silence.device)
-    return TaskPlan(items, length, src, chunk, is_cover, reference, code_ids, clean_src, repaint_mask)
+    return TaskPlan(items, length, src, chunk, is_cover, reference, code_ids, clean_src, repaint_mask, edit_source)
 
 
 def validate_codes(codes: list[list[int]] | None, batch: int, codebook_size: int) -> None:

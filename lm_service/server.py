@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acestep serve lm", description="ACE-Step 1.5 5 Hz LM planner gRPC service")
     # Requests run at once (each on its own thread); their rows beyond --max-num-seqs wait in the engine.
     add_server_flags(parser, default_port=50051, max_concurrency=16, queue_size=64)
-    add_model_flags(parser, default_model="acestep-5Hz-lm-0.6B")
+    add_model_flags(parser, default_model=c.DEFAULT_LM_MODEL)
     add_flag(parser, "backend", "torch", "torch (CPU or GPU) or vllm (GPU, optional extra)", choices=["torch", "vllm"])
     add_flag(parser, "max-duration", DURATION_MAX, "longest song (seconds) the LM plans: the CoT's duration "
              f"choices and requests stop there, and codes never go beyond it ({DURATION_MIN}-{DURATION_MAX}; "

@@ -52,6 +52,7 @@ class Backends:
     dit: ReplicaPool
     lm: ReplicaPool | None = None
     audio_root: Path | None = None  # server-side paths are honoured only below this folder
+    max_message_bytes: int = 64 * 1024 * 1024  # the pools' gRPC message limit (--max-message-mb)
     # What the pools' replicas serve (ListModels), fetched on first need and cached.
     dit_models: ModelCatalog = field(init=False)
     lm_models: ModelCatalog | None = field(init=False)
@@ -127,6 +128,8 @@ async def generate_events(
         yield _progress(gen_pb2.STAGE_ENCODE, "encode", 0.0, "encoding source audio")
         synth.src_audio.CopyFrom(await _encode(backends, src_bytes, params.src_audio, dit_pb2.ENCODE_PURPOSE_SOURCE,
                                                seeds[0], timeout))
+        if params.task_type == "repaint" and params.repaint_mode != "aggressive":
+            _add_splice_source(synth, src_bytes, params.src_audio, backends.max_message_bytes, run.notices)
     if ref_bytes is not None:
         yield _progress(gen_pb2.STAGE_ENCODE, "encode", 0.5, "encoding reference audio")
         synth.reference_audio.CopyFrom(await _encode(backends, ref_bytes, params.reference_audio,
@@ -175,6 +178,20 @@ async def generate_events(
     yield orchestrator_pb2.GenerateMusicResponse(time_costs=gen_pb2.TimeCosts(seconds=costs))
     yield orchestrator_pb2.GenerateMusicResponse(done=run.notices.done(
         f"generated {len(seeds)} item(s) in {costs['pipeline_total_time']:.2f} s", len(seeds)))
+
+
+def _add_splice_source(synth: dit_pb2.SynthesizeRequest, data: bytes, filename: str, max_message_bytes: int,
+                       notices: Notices) -> None:
+    """The repaint's source file for the DiT's waveform splice (dit_service/waveform_splice.py), when it fits in
+    half a message (the rest of the request, its latents above all, needs the other half); else a warning."""
+    limit = max_message_bytes // 2
+    if len(data) > limit:
+        notices.add(gen_pb2.Warning(field="repaint_wav_crossfade_sec", message=(
+            f"the waveform splice was skipped: the source file ({len(data)} bytes) is over the {limit} bytes it may "
+            "take of a DiT request (half of --max-message-mb), so outside the span the audio is the VAE's decode of "
+            "the source rather than its own samples; upload a smaller file (flac, mp3) to keep them")))
+        return
+    synth.src_waveform.CopyFrom(gen_pb2.AudioInput(data=data, format=_FORMATS[detect_format(data)], filename=filename))
 
 
 async def _dit_stream(backends: Backends, synth: dit_pb2.SynthesizeRequest, timeout):

@@ -14,9 +14,10 @@ from acestep_client import constants as c
 from acestep_client.types import GenerationParams
 from acestep_client.validation import normalize_timesignature
 
-# The LM plans text2music fully; for stem tasks it only writes metadata (codes would replace the
-# source audio in the DiT); cover and repaint take everything from the source, as in the reference.
-_LM_TASKS = ("text2music", "lego", "extract", "complete")
+# The LM plans text2music fully; for lego and complete it only writes metadata (codes would replace the
+# source audio in the DiT); cover, repaint and extract take everything from the source, as upstream 6d467e4
+# (an LM caption can turn an extract into a reconstruction of its input).
+_LM_TASKS = ("text2music", "lego", "complete")
 _KEYSCALE = re.compile(r"^[A-G][#b♯♭]? (major|minor)$")
 
 
@@ -37,6 +38,9 @@ def has_all_metas(params: GenerationParams) -> bool:
 def lm_plan(params: GenerationParams) -> LmPlan:
     if params.task_type not in _LM_TASKS:
         return LmPlan(False, False, f"task_type={params.task_type} takes its plan from the source audio")
+    if params.flow_edit_morph and params.task_type == "text2music":
+        # As upstream: codes would replace the source the edit starts from, so the LM does not run at all.
+        return LmPlan(False, False, "flow_edit_morph=True edits the source audio; the LM does not plan it")
     codes = params.thinking and params.task_type == "text2music" and not params.audio_codes.strip()
     # Phase 1 (which also refines caption and language) runs only when some metadata is missing.
     metas = params.use_cot_metas and not has_all_metas(params)

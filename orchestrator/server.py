@@ -156,6 +156,7 @@ async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str],
         dit=ReplicaPool(dit_targets, dit_pb2_grpc.DiffusionServiceStub, **pool_options),
         lm=ReplicaPool(lm_targets, lm_pb2_grpc.LanguageModelServiceStub, **pool_options) if lm_targets else None,
         audio_root=Path(args.audio_root) if args.audio_root else None,
+        max_message_bytes=pool_options["max_message_bytes"],
     )
     metrics = OrchestratorMetrics()
     admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.admission_waited)

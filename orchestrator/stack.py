@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from acestep_client.constants import DEFAULT_DIT_MODEL, DEFAULT_LM_MODEL
 from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestrator_pb2
 from acestep_serving.metrics import merged_registry, serve_metrics
 from orchestrator.pipeline import Backends, generate_events
@@ -27,8 +28,6 @@ if TYPE_CHECKING:  # runner imports torch: kept out of the start-up checks' path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIT_MODEL = "acestep-v15-turbo"
-DEFAULT_LM_MODEL = "acestep-5Hz-lm-0.6B"
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"
 RANDOM_WEIGHTS_WARNING = (
     "WARNING: using RANDOMLY INITIALISED checkpoints in {root}: the audio (and LM text) will be noise. "

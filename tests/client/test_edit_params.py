@@ -1,5 +1,5 @@
-"""Upstream's editing options as API fields (retake, repaint mode/strength/crossfade, chunk-mask mode, cover
-noise, global caption): defaults, range errors naming the field, the wire, keys, request files and CLI flags.
+"""Upstream's editing options as API fields (retake, repaint mode/strength/crossfades, chunk-mask mode, cover
+noise, global caption, flow edit): defaults, range errors naming the field, the wire, keys, request files and CLI flags.
 (The audio side: tests/dit/test_edit_options.py, tests/e2e/test_edit_options.py.)"""
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ from dit_service.edit_options import EditOptions
 
 EDIT_DEFAULTS = {"retake_seed": -1, "retake_variance": 0.0, "repaint_mode": "balanced", "repaint_strength": 0.5,
                  "repaint_latent_crossfade_frames": 10, "chunk_mask_mode": "explicit", "cover_noise_strength": 0.0,
-                 "global_caption": ""}
+                 "global_caption": "", "repaint_wav_crossfade_sec": 0.0, "flow_edit_morph": False,
+                 "flow_edit_source_caption": "", "flow_edit_source_lyrics": "", "flow_edit_n_min": 0.0,
+                 "flow_edit_n_max": 1.0, "flow_edit_n_avg": 1}
 CUSTOM = {"retake_seed": 42, "retake_variance": 0.25, "repaint_mode": "aggressive", "repaint_strength": 0.0,
           "repaint_latent_crossfade_frames": 0, "chunk_mask_mode": "auto", "cover_noise_strength": 0.7,
-          "global_caption": "an upbeat rock song"}
+          "global_caption": "an upbeat rock song", "repaint_wav_crossfade_sec": 0.02, "flow_edit_morph": True,
+          "flow_edit_source_caption": "a folk song", "flow_edit_source_lyrics": "[verse]\nold words",
+          "flow_edit_n_min": 0.2, "flow_edit_n_max": 0.8, "flow_edit_n_avg": 3}
 
 
 def _params(**fields) -> GenerationParams:
@@ -35,11 +39,11 @@ def test_defaults_match_the_dit_service_and_an_empty_message_means_them():
     assert dataclasses.asdict(EditOptions()) == EDIT_DEFAULTS
     assert params_from_proto(pb.GenerationParams()) == GenerationParams()
     numbers = {name: pb.GenerationParams.DESCRIPTOR.fields_by_name[name].number for name in EDIT_DEFAULTS}
-    assert sorted(numbers.values()) == [58, 59, 60, 61, 62, 64, 65, 66]
+    assert sorted(numbers.values()) == list(range(58, 73))
 
 
 def test_every_option_round_trips_through_the_wire():
-    params = _params(**CUSTOM)
+    params = _params(src_audio="song.wav", **CUSTOM)
     wire = pb.GenerationParams.FromString(params_to_proto(params).SerializeToString())
     assert params_from_proto(wire) == params
     assert wire.HasField("repaint_latent_crossfade_frames") and wire.repaint_latent_crossfade_frames == 0
@@ -53,6 +57,12 @@ BAD_PARAMS = [
     ("repaint_latent_crossfade_frames", 101, "between 0 and 100"), ("repaint_latent_crossfade_frames", -1, "between"),
     ("chunk_mask_mode", "manual", "one of explicit, auto"), ("cover_noise_strength", 2, "between 0 and 1"),
     ("global_caption", "x" * 4097, "at most 4096 characters"),
+    ("repaint_wav_crossfade_sec", 1.5, "between 0 and 1"), ("repaint_wav_crossfade_sec", float("nan"), "finite"),
+    ("flow_edit_morph", 1, "true or false"), ("flow_edit_n_min", -0.1, "between 0 and 1"),
+    ("flow_edit_n_max", 1.2, "between 0 and 1"), ("flow_edit_n_avg", 0, "between 1 and 8"),
+    ("flow_edit_n_avg", 9, "between 1 and 8"), ("flow_edit_n_avg", 2.5, "integer"),
+    ("flow_edit_source_caption", "x" * 4097, "at most 4096 characters"),
+    ("flow_edit_source_lyrics", "x" * 4097, "at most 4096 characters"),
 ]
 
 
@@ -63,6 +73,16 @@ def test_out_of_range_params_are_refused_naming_the_field_and_range(field, value
         _params(**{field: value}).validate()
     assert error.value.field == field
     assert str(error.value).startswith(f"{field}: ") and expected in str(error.value)
+
+
+def test_a_flow_edit_window_must_be_ordered_and_needs_a_source():
+    with pytest.raises(InvalidArgument) as error:
+        _params(flow_edit_n_min=0.6, flow_edit_n_max=0.4).validate()
+    assert error.value.field == "flow_edit_n_max" and ">= flow_edit_n_min (0.6)" in str(error.value)
+    with pytest.raises(InvalidArgument) as error:
+        _params(flow_edit_morph=True).validate()
+    assert error.value.field == "src_audio" and "flow_edit_morph" in str(error.value)
+    _params(flow_edit_morph=True, src_audio="song.wav", flow_edit_n_min=0.5, flow_edit_n_max=0.5).validate()
 
 
 def test_defaults_keep_existing_keys_and_each_option_makes_another_request():
@@ -81,10 +101,13 @@ def test_request_files_take_upstreams_names(tmp_path):
                                 "repaint_mode": "aggressive", "repaint_strength": 0,
                                 "repaint_latent_crossfade_frames": 0,
                                 "chunk_mask_mode": "auto", "cover_noise_strength": 0.7,
-                                "global_caption": "an upbeat rock song", "repaint_wav_crossfade_sec": 0.1}))
+                                "global_caption": "an upbeat rock song", "repaint_wav_crossfade_sec": 0.02,
+                                "flow_edit_morph": True, "flow_edit_source_caption": "a folk song",
+                                "flow_edit_source_lyrics": "[verse]\nold words", "flow_edit_n_min": 0.2,
+                                "flow_edit_n_max": 0.8, "flow_edit_n_avg": 3, "use_tiled_decode": True}))
     request = read_request_file(path)
     assert request.params == {"caption": "x", **CUSTOM}
-    assert request.unsupported == ["repaint_wav_crossfade_sec"]  # named, never silently dropped
+    assert request.unsupported == ["use_tiled_decode"]  # named, never silently dropped
 
 
 def test_cli_flags_set_each_option():
@@ -94,7 +117,10 @@ def test_cli_flags_set_each_option():
     assert dataclasses.asdict(inputs().params) == dataclasses.asdict(_params())
     flagged = inputs("--retake-seed", "42", "--retake-variance", "0.25", "--repaint-mode", "Aggressive",
                      "--repaint-strength", "0", "--repaint-latent-crossfade-frames", "0", "--chunk-mask-mode", "auto",
-                     "--cover-noise-strength", "0.7", "--global-caption", "an upbeat rock song")
+                     "--cover-noise-strength", "0.7", "--global-caption", "an upbeat rock song",
+                     "--repaint-wav-crossfade-sec", "0.02", "--flow-edit-morph",
+                     "--flow-edit-source-caption", "a folk song", "--flow-edit-source-lyrics", "[verse]\nold words",
+                     "--flow-edit-n-min", "0.2", "--flow-edit-n-max", "0.8", "--flow-edit-n-avg", "3")
     assert {name: getattr(flagged.params, name) for name in CUSTOM} == CUSTOM
     assert {name: FIELD_FLAGS[name] for name in CUSTOM} == {name: "--" + name.replace("_", "-") for name in CUSTOM}
     with pytest.raises(SystemExit):  # argparse: not one of the choices

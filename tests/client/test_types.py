@@ -71,9 +71,16 @@ SPEC_PARAMS = {
     "repaint_mode": ("str", "balanced"),
     "repaint_strength": ("float", 0.5),
     "repaint_latent_crossfade_frames": ("int", 10),
+    "repaint_wav_crossfade_sec": ("float", 0.0),
     "chunk_mask_mode": ("str", "explicit"),
     "cover_noise_strength": ("float", 0.0),
     "global_caption": ("str", ""),
+    "flow_edit_morph": ("bool", False),
+    "flow_edit_source_caption": ("str", ""),
+    "flow_edit_source_lyrics": ("str", ""),
+    "flow_edit_n_min": ("float", 0.0),
+    "flow_edit_n_max": ("float", 1.0),
+    "flow_edit_n_avg": ("int", 1),
 }
 
 SPEC_CONFIG = {

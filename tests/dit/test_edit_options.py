@@ -136,3 +136,12 @@ def test_options_a_request_cannot_use_are_reported_not_silent():
         EditOptions(global_caption="g", repaint_mode="aggressive", chunk_mask_mode="auto"), "cover", False)]
     assert fields == ["global_caption", "repaint_mode", "chunk_mask_mode"]
     assert edit_notes(EditOptions(repaint_strength=0.9, chunk_mask_mode="auto"), "repaint", False) == []
+
+
+def test_a_wav_crossfade_that_cannot_apply_is_reported():
+    (field, message), = edit_notes(EditOptions(repaint_wav_crossfade_sec=0.1), "cover", False)
+    assert field == "repaint_wav_crossfade_sec" and "repaint only" in message
+    (field, message), = edit_notes(EditOptions(repaint_wav_crossfade_sec=0.1, repaint_mode="aggressive"), "repaint",
+                                   False)
+    assert field == "repaint_wav_crossfade_sec" and "aggressive" in message
+    assert edit_notes(EditOptions(repaint_wav_crossfade_sec=0.1), "repaint", False) == []

@@ -79,7 +79,7 @@ def test_every_replica_and_the_orchestrator_list_their_models(stack):
                                     gen_pb2.TASK_TYPE_COVER_NOFSQ]
     assert (dit.min_inference_steps, dit.max_inference_steps, dit.default_inference_steps) == (1, 8, 8)
     assert (dit.max_duration_s, dit.max_batch_size) == (600.0, 8)
-    assert (lm.name, lm.kind, lm.loaded) == ("acestep-5Hz-lm-0.6B", gen_pb2.MODEL_KIND_LM, True)
+    assert (lm.name, lm.kind, lm.loaded) == ("acestep-5Hz-lm-1.7B", gen_pb2.MODEL_KIND_LM, True)
     assert list(front) == [dit, lm]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from acestep_client import AceStepClient, GenerationConfig, GenerationParams
-from acestep_client.audio_io import write_audio
+from acestep_client.audio_io import read_audio, to_model_audio, write_audio
 from acestep_client.convert import config_to_proto, params_to_proto
 from acestep_client.keys import LATER_DEFAULTS
 from acestep_client.proto.acestep.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -53,3 +53,24 @@ def test_a_bad_value_from_a_raw_client_is_invalid_argument_naming_the_field(stac
         list(orchestrator_pb2_grpc.MusicGenerationServiceStub(channel).GenerateMusic(request, timeout=60))
     assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert excinfo.value.details().startswith("repaint_strength: must be between 0 and 1")
+
+
+def test_a_repaint_keeps_the_uploaded_samples_outside_the_span(stack, tmp_path):
+    """The orchestrator sends the uploaded file along (SynthesizeRequest.src_waveform); the DiT splices its samples
+    in after the VAE decode (repaint_wav_crossfade_sec 0: a hard cut). Without normalisation only the clip guard
+    scales the item, and the float32 stream carries the samples exactly."""
+    src = tmp_path / "song.wav"
+    t = np.arange(48_000 * 10, dtype=np.float32) / 48_000
+    rng = np.random.default_rng(3)
+    tone = 0.3 * np.sin(2 * np.pi * 330 * t)
+    write_audio(src, np.stack([tone + 0.05 * rng.standard_normal(t.size), tone]).astype(np.float32), 48_000, "wav")
+    uploaded = to_model_audio(*read_audio(src))
+    audio, params, _, _ = _repaint(stack.address, str(src), repaint_wav_crossfade_sec=0.0, enable_normalization=False)
+    assert params["repaint_wav_crossfade_sec"] == 0.0
+    assert audio.shape == uploaded.shape
+    outside = np.concatenate([audio[:, : 2 * 48_000], audio[:, 6 * 48_000 :]], axis=1)
+    expected = np.concatenate([uploaded[:, : 2 * 48_000], uploaded[:, 6 * 48_000 :]], axis=1)
+    assert float(np.abs(audio).max()) <= 1.0  # the clip guard, the item's whole gain here, is 1
+    assert np.array_equal(outside, expected), float(np.abs(outside - expected).max())
+    # Inside the span the audio is new, not the upload.
+    assert not np.allclose(audio[:, 2 * 48_000 : 6 * 48_000], uploaded[:, 2 * 48_000 : 6 * 48_000], atol=1e-3)

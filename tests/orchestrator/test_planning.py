@@ -20,7 +20,11 @@ LM_META = {"bpm": 96, "keyscale": "A minor", "timesignature": "3", "duration": 4
         (GenerationParams(caption="x", audio_codes="<|audio_code_1|>"), True, False),
         (GenerationParams(task_type="cover", src_audio="a.wav"), False, False),
         (GenerationParams(task_type="repaint", src_audio="a.wav"), False, False),
-        (GenerationParams(task_type="extract", src_audio="a.wav", instruction="Extract the vocals track"), True, False),
+        # As upstream 6d467e4: extract takes everything from its source (an LM caption can undo the extraction).
+        (GenerationParams(task_type="extract", src_audio="a.wav", instruction="Extract the vocals"), False, False),
+        (GenerationParams(task_type="lego", src_audio="a.wav", instruction="Generate the vocals track"), True, False),
+        # A text2music flow edit starts from its source: codes (and the LM) would replace it.
+        (GenerationParams(caption="x", src_audio="a.wav", flow_edit_morph=True), False, False),
     ],
 )
 def test_lm_is_called_only_when_the_request_needs_it(params, needed, codes):

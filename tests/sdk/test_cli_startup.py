@@ -17,7 +17,7 @@ def root(tmp_path):
     """A checkpoint root with the released layout's folders and configs (the checks read nothing else)."""
     for name, config in (("acestep-v15-turbo", {"model_type": "acestep", "is_turbo": True}),
                          ("acestep-v15-base", {"model_type": "acestep", "is_turbo": False}),
-                         ("acestep-5Hz-lm-0.6B", {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"]}),
+                         ("acestep-5Hz-lm-1.7B", {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"]}),
                          ("vae", {"_class_name": "AutoencoderOobleck"})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps(config))
@@ -56,7 +56,7 @@ def test_serve_all_checks_every_port_flag(root, busy_port, capsys):
 
 @pytest.mark.parametrize(("model", "message"), [
     ("acestep-v15-turbo-typo", "--dit-model acestep-v15-turbo-typo: no DiT model folder"),
-    ("acestep-5Hz-lm-0.6B", "--dit-model acestep-5Hz-lm-0.6B:"),
+    ("acestep-5Hz-lm-1.7B", "--dit-model acestep-5Hz-lm-1.7B:"),
 ])
 def test_serve_all_with_an_unknown_dit_model_lists_the_ones_there(root, capsys, model, message):
     line = _one_line_error(capsys, cli.main(["serve", "all", "--checkpoints", str(root), "--port", "0",
@@ -68,7 +68,7 @@ def test_serve_all_with_an_unknown_dit_model_lists_the_ones_there(root, capsys, 
 def test_serve_all_with_an_lm_folder_that_is_no_lm(root, capsys):
     line = _one_line_error(capsys, cli.main(["serve", "all", "--checkpoints", str(root), "--port", "0",
                                              "--lm-model", "vae"]))
-    assert "--lm-model vae: " in line and "not a LM model (available: acestep-5Hz-lm-0.6B)" in line
+    assert "--lm-model vae: " in line and "not a LM model (available: acestep-5Hz-lm-1.7B)" in line
 
 
 @pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu"])

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from acestep_client.proto.acestep.v1 import generation_pb2 as acestep_dot_v1_dot_generation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x63\x65step/v1/dit.proto\x12\nacestep.v1\x1a\x1b\x61\x63\x65step/v1/generation.proto\"\xbb\x02\n\x11SynthesizeRequest\x12,\n\x06params\x18\x01 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12\r\n\x05seeds\x18\x02 \x03(\x03\x12*\n\x0b\x61udio_codes\x18\x03 \x03(\x0b\x32\x15.acestep.v1.ItemCodes\x12+\n\tsrc_audio\x18\x04 \x01(\x0b\x32\x18.acestep.v1.EncodedAudio\x12\x31\n\x0freference_audio\x18\x05 \x01(\x0b\x32\x18.acestep.v1.EncodedAudio\x12\x14\n\x0c\x63hunk_frames\x18\x06 \x01(\x05\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x33\n\x0fstream_encoding\x18\x08 \x01(\x0e\x32\x1a.acestep.v1.StreamEncoding\"i\n\x08ItemDone\x12\x12\n\nitem_index\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x12\n\nnum_frames\x18\x03 \x01(\x03\x12\x0c\n\x04gain\x18\x04 \x01(\x01\x12\x0c\n\x04peak\x18\x05 \x01(\x01\x12\x0b\n\x03rms\x18\x06 \x01(\x01\"\xf6\x01\n\x12SynthesizeResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12-\n\x0b\x61udio_chunk\x18\x02 \x01(\x0b\x32\x16.acestep.v1.AudioChunkH\x00\x12)\n\titem_done\x18\x03 \x01(\x0b\x32\x14.acestep.v1.ItemDoneH\x00\x12+\n\ntime_costs\x18\x04 \x01(\x0b\x32\x15.acestep.v1.TimeCostsH\x00\x12&\n\x07warning\x18\x05 \x01(\x0b\x32\x13.acestep.v1.WarningH\x00\x42\x07\n\x05\x65vent\"\x97\x01\n\x12\x45ncodeAudioRequest\x12\'\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x17.acestep.v1.AudioFormat\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12*\n\x07purpose\x18\x04 \x01(\x0e\x32\x19.acestep.v1.EncodePurpose\x12\x0c\n\x04seed\x18\x05 \x01(\x03\"@\n\x13\x45ncodeAudioResponse\x12)\n\x07\x65ncoded\x18\x01 \x01(\x0b\x32\x18.acestep.v1.EncodedAudio*h\n\rEncodePurpose\x12\x1e\n\x1a\x45NCODE_PURPOSE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NCODE_PURPOSE_SOURCE\x10\x01\x12\x1c\n\x18\x45NCODE_PURPOSE_REFERENCE\x10\x02\x32\x80\x02\n\x10\x44iffusionService\x12M\n\nSynthesize\x12\x1d.acestep.v1.SynthesizeRequest\x1a\x1e.acestep.v1.SynthesizeResponse0\x01\x12P\n\x0b\x45ncodeAudio\x12\x1e.acestep.v1.EncodeAudioRequest\x1a\x1f.acestep.v1.EncodeAudioResponse(\x01\x12K\n\nListModels\x12\x1d.acestep.v1.ListModelsRequest\x1a\x1e.acestep.v1.ListModelsResponseBw\n\rai.acestep.v1B\x08\x44itProtoP\x01Z@github.com/acestep-grpc/acestep-grpc/gen/go/acestep/v1;acestepv1\xaa\x02\nAceStep.V1\xca\x02\nAceStep\\V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x63\x65step/v1/dit.proto\x12\nacestep.v1\x1a\x1b\x61\x63\x65step/v1/generation.proto\"\xe9\x02\n\x11SynthesizeRequest\x12,\n\x06params\x18\x01 \x01(\x0b\x32\x1c.acestep.v1.GenerationParams\x12\r\n\x05seeds\x18\x02 \x03(\x03\x12*\n\x0b\x61udio_codes\x18\x03 \x03(\x0b\x32\x15.acestep.v1.ItemCodes\x12+\n\tsrc_audio\x18\x04 \x01(\x0b\x32\x18.acestep.v1.EncodedAudio\x12\x31\n\x0freference_audio\x18\x05 \x01(\x0b\x32\x18.acestep.v1.EncodedAudio\x12\x14\n\x0c\x63hunk_frames\x18\x06 \x01(\x05\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x33\n\x0fstream_encoding\x18\x08 \x01(\x0e\x32\x1a.acestep.v1.StreamEncoding\x12,\n\x0csrc_waveform\x18\t \x01(\x0b\x32\x16.acestep.v1.AudioInput\"i\n\x08ItemDone\x12\x12\n\nitem_index\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x12\n\nnum_frames\x18\x03 \x01(\x03\x12\x0c\n\x04gain\x18\x04 \x01(\x01\x12\x0c\n\x04peak\x18\x05 \x01(\x01\x12\x0b\n\x03rms\x18\x06 \x01(\x01\"\xf6\x01\n\x12SynthesizeResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.acestep.v1.ProgressH\x00\x12-\n\x0b\x61udio_chunk\x18\x02 \x01(\x0b\x32\x16.acestep.v1.AudioChunkH\x00\x12)\n\titem_done\x18\x03 \x01(\x0b\x32\x14.acestep.v1.ItemDoneH\x00\x12+\n\ntime_costs\x18\x04 \x01(\x0b\x32\x15.acestep.v1.TimeCostsH\x00\x12&\n\x07warning\x18\x05 \x01(\x0b\x32\x13.acestep.v1.WarningH\x00\x42\x07\n\x05\x65vent\"\x97\x01\n\x12\x45ncodeAudioRequest\x12\'\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x17.acestep.v1.AudioFormat\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12*\n\x07purpose\x18\x04 \x01(\x0e\x32\x19.acestep.v1.EncodePurpose\x12\x0c\n\x04seed\x18\x05 \x01(\x03\"@\n\x13\x45ncodeAudioResponse\x12)\n\x07\x65ncoded\x18\x01 \x01(\x0b\x32\x18.acestep.v1.EncodedAudio*h\n\rEncodePurpose\x12\x1e\n\x1a\x45NCODE_PURPOSE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NCODE_PURPOSE_SOURCE\x10\x01\x12\x1c\n\x18\x45NCODE_PURPOSE_REFERENCE\x10\x02\x32\x80\x02\n\x10\x44iffusionService\x12M\n\nSynthesize\x12\x1d.acestep.v1.SynthesizeRequest\x1a\x1e.acestep.v1.SynthesizeResponse0\x01\x12P\n\x0b\x45ncodeAudio\x12\x1e.acestep.v1.EncodeAudioRequest\x1a\x1f.acestep.v1.EncodeAudioResponse(\x01\x12K\n\nListModels\x12\x1d.acestep.v1.ListModelsRequest\x1a\x1e.acestep.v1.ListModelsResponseBw\n\rai.acestep.v1B\x08\x44itProtoP\x01Z@github.com/acestep-grpc/acestep-grpc/gen/go/acestep/v1;acestepv1\xaa\x02\nAceStep.V1\xca\x02\nAceStep\\V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,18 +33,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'acestep.v1.dit_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\rai.acestep.v1B\010DitProtoP\001Z@github.com/acestep-grpc/acestep-grpc/gen/go/acestep/v1;acestepv1\252\002\nAceStep.V1\312\002\nAceStep\\V1'
-  _globals['_ENCODEPURPOSE']._serialized_start=959
-  _globals['_ENCODEPURPOSE']._serialized_end=1063
+  _globals['_ENCODEPURPOSE']._serialized_start=1005
+  _globals['_ENCODEPURPOSE']._serialized_end=1109
   _globals['_SYNTHESIZEREQUEST']._serialized_start=66
-  _globals['_SYNTHESIZEREQUEST']._serialized_end=381
-  _globals['_ITEMDONE']._serialized_start=383
-  _globals['_ITEMDONE']._serialized_end=488
-  _globals['_SYNTHESIZERESPONSE']._serialized_start=491
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=737
-  _globals['_ENCODEAUDIOREQUEST']._serialized_start=740
-  _globals['_ENCODEAUDIOREQUEST']._serialized_end=891
-  _globals['_ENCODEAUDIORESPONSE']._serialized_start=893
-  _globals['_ENCODEAUDIORESPONSE']._serialized_end=957
-  _globals['_DIFFUSIONSERVICE']._serialized_start=1066
-  _globals['_DIFFUSIONSERVICE']._serialized_end=1322
+  _globals['_SYNTHESIZEREQUEST']._serialized_end=427
+  _globals['_ITEMDONE']._serialized_start=429
+  _globals['_ITEMDONE']._serialized_end=534
+  _globals['_SYNTHESIZERESPONSE']._serialized_start=537
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=783
+  _globals['_ENCODEAUDIOREQUEST']._serialized_start=786
+  _globals['_ENCODEAUDIOREQUEST']._serialized_end=937
+  _globals['_ENCODEAUDIORESPONSE']._serialized_start=939
+  _globals['_ENCODEAUDIORESPONSE']._serialized_end=1003
+  _globals['_DIFFUSIONSERVICE']._serialized_start=1112
+  _globals['_DIFFUSIONSERVICE']._serialized_end=1368
 # @@protoc_insertion_point(module_scope)

@@ -18,7 +18,7 @@ ENCODE_PURPOSE_SOURCE: EncodePurpose
 ENCODE_PURPOSE_REFERENCE: EncodePurpose
 
 class SynthesizeRequest(_message.Message):
-    __slots__ = ("params", "seeds", "audio_codes", "src_audio", "reference_audio", "chunk_frames", "request_id", "stream_encoding")
+    __slots__ = ("params", "seeds", "audio_codes", "src_audio", "reference_audio", "chunk_frames", "request_id", "stream_encoding", "src_waveform")
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     AUDIO_CODES_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class SynthesizeRequest(_message.Message):
     CHUNK_FRAMES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    SRC_WAVEFORM_FIELD_NUMBER: _ClassVar[int]
     params: _generation_pb2.GenerationParams
     seeds: _containers.RepeatedScalarFieldContainer[int]
     audio_codes: _containers.RepeatedCompositeFieldContainer[_generation_pb2.ItemCodes]
@@ -35,7 +36,8 @@ class SynthesizeRequest(_message.Message):
     chunk_frames: int
     request_id: str
     stream_encoding: _generation_pb2.StreamEncoding
-    def __init__(self, params: _Optional[_Union[_generation_pb2.GenerationParams, _Mapping]] = ..., seeds: _Optional[_Iterable[int]] = ..., audio_codes: _Optional[_Iterable[_Union[_generation_pb2.ItemCodes, _Mapping]]] = ..., src_audio: _Optional[_Union[_generation_pb2.EncodedAudio, _Mapping]] = ..., reference_audio: _Optional[_Union[_generation_pb2.EncodedAudio, _Mapping]] = ..., chunk_frames: _Optional[int] = ..., request_id: _Optional[str] = ..., stream_encoding: _Optional[_Union[_generation_pb2.StreamEncoding, str]] = ...) -> None: ...
+    src_waveform: _generation_pb2.AudioInput
+    def __init__(self, params: _Optional[_Union[_generation_pb2.GenerationParams, _Mapping]] = ..., seeds: _Optional[_Iterable[int]] = ..., audio_codes: _Optional[_Iterable[_Union[_generation_pb2.ItemCodes, _Mapping]]] = ..., src_audio: _Optional[_Union[_generation_pb2.EncodedAudio, _Mapping]] = ..., reference_audio: _Optional[_Union[_generation_pb2.EncodedAudio, _Mapping]] = ..., chunk_frames: _Optional[int] = ..., request_id: _Optional[str] = ..., stream_encoding: _Optional[_Union[_generation_pb2.StreamEncoding, str]] = ..., src_waveform: _Optional[_Union[_generation_pb2.AudioInput, _Mapping]] = ...) -> None: ...
 
 class ItemDone(_message.Message):
     __slots__ = ("item_index", "seed", "num_frames", "gain", "peak", "rms")
