@@ -26,6 +26,9 @@ Decisions, kept here so there is one place to read them:
   cut to the model's window, seeds ignored), as ``{"field", "message"}`` dicts; ``status_message``
   ends with them too. Always present, empty when there were none.
 - Errors become ``success=False`` with ``error = "<GRPC_CODE>: <details>"``.
+- Nothing the server sends is trusted (:mod:`acestep_client.stream_checks`): a malformed or hostile stream
+  (a key that is not an audio key, an inflated length, chunks that do not add up) is ``success=False`` with
+  DATA_LOSS naming the item and field. Files are named only after checked keys, directly in ``save_dir``.
 """
 
 from __future__ import annotations
@@ -43,10 +46,22 @@ from acestep_client import errors
 from acestep_client.audio_io import FileFormat, write_audio
 from acestep_client.constants import CHANNELS, SAMPLE_RATE
 from acestep_client.convert import params_from_proto
-from acestep_client.keys import audio_key
 from acestep_client.proto.acestep.v1 import generation_pb2, orchestrator_pb2
+from acestep_client.request import output_frames_limit
+from acestep_client.stream_checks import (
+    MAX_TIME_COSTS,
+    ItemChunks,
+    StreamError,
+    check_item_index,
+    check_item_result,
+    check_items,
+    output_path,
+)
 from acestep_client.types import GenerationResult
-from acestep_client.wire_audio import WireAudioError, decode_chunks
+from acestep_client.wire_audio import WireAudioError, announced_frames, decode_chunks
+
+# The longest item when the request is not known (assemble() called on a bare stream): a request without a source.
+DEFAULT_MAX_FRAMES = output_frames_limit(orchestrator_pb2.GenerateMusicRequest())
 
 ProgressCallback = Callable[..., Any]
 
@@ -111,35 +126,63 @@ def _lm_metadata(message: generation_pb2.LmMetadata) -> dict[str, Any]:
     }
 
 
-class StreamAssembler:
-    """Collects one stream's events; :meth:`result` builds the GenerationResult and writes files."""
+def _stage_name(stage: int) -> str:
+    try:
+        return generation_pb2.Stage.Name(stage).removeprefix("STAGE_").lower()
+    except ValueError:  # a stage this SDK does not know (a newer or a broken server)
+        return f"stage {stage}"
 
-    def __init__(self, progress: ProgressCallback | None = None):
+
+class StreamAssembler:
+    """Collects one stream's events; :meth:`result` builds the GenerationResult and writes files.
+
+    ``max_frames`` bounds each item's length (the request's longest possible output:
+    :func:`acestep_client.request.output_frames_limit`); events are checked as they arrive.
+    """
+
+    def __init__(self, progress: ProgressCallback | None = None, max_frames: int | None = None):
         self._progress = progress
+        self._max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
         self._fraction = 0.0
-        self._chunks: dict[int, list[generation_pb2.AudioChunk]] = {}  # encoded, decoded in result()
+        self._chunks: dict[int, ItemChunks] = {}  # encoded, decoded in result()
         self._items: dict[int, orchestrator_pb2.ItemResult] = {}
         self._lm_metadata: dict[int, dict[str, Any]] = {}  # by item index
         self._time_costs: dict[str, float] = {}
         self._done: orchestrator_pb2.GenerationDone | None = None
 
     def feed(self, event: orchestrator_pb2.GenerateMusicResponse) -> None:
+        """Take one event; raises CallError (DATA_LOSS) for one the SDK refuses."""
+        try:
+            self._feed(event)
+        except (StreamError, WireAudioError) as exc:
+            raise CallError("DATA_LOSS", str(exc)) from None
+
+    def _feed(self, event: orchestrator_pb2.GenerateMusicResponse) -> None:
         kind = event.WhichOneof("event")
         if self._done is not None and kind is not None:
-            raise CallError("DATA_LOSS", f"{kind} event after done")
+            raise StreamError(f"{kind} event after done")
         if kind == "progress":
             self._on_progress(event.progress)
         elif kind == "lm_metadata":
-            self._lm_metadata.setdefault(event.lm_metadata.item_index, _lm_metadata(event.lm_metadata))
+            index = check_item_index("LM metadata", event.lm_metadata.item_index)
+            self._lm_metadata.setdefault(index, _lm_metadata(event.lm_metadata))
         elif kind == "audio_chunk":
             chunk = event.audio_chunk
-            if chunk.start_frame < 0:
-                raise CallError("DATA_LOSS", f"audio chunk of item {chunk.item_index} at frame {chunk.start_frame}")
-            self._chunks.setdefault(chunk.item_index, []).append(chunk)
+            index = check_item_index(f"audio chunk at frame {chunk.start_frame}", chunk.item_index)
+            frames = announced_frames(chunk)
+            if frames:  # an empty chunk adds nothing: not kept
+                self._chunks.setdefault(index, ItemChunks()).add(chunk, frames, self._max_frames)
         elif kind == "item_result":
-            self._items[event.item_result.item_index] = event.item_result
+            item = event.item_result
+            index = check_item_index("item result", item.item_index)
+            if index in self._items:
+                raise StreamError(f"a second item result for item {index}")
+            check_item_result(item, self._max_frames)
+            self._items[index] = item
         elif kind == "time_costs":
-            self._time_costs.update(event.time_costs.seconds)
+            for name, seconds in event.time_costs.seconds.items():
+                if name in self._time_costs or len(self._time_costs) < MAX_TIME_COSTS:
+                    self._time_costs[name] = seconds
         elif kind == "done":
             self._done = event.done
 
@@ -147,7 +190,7 @@ class StreamAssembler:
         fraction = message.fraction if math.isfinite(message.fraction) else 0.0
         self._fraction = max(self._fraction, min(1.0, max(0.0, fraction)))  # never backwards
         if self._progress is not None:
-            desc = message.message or generation_pb2.Stage.Name(message.stage).removeprefix("STAGE_").lower()
+            desc = message.message or _stage_name(message.stage)
             self._progress(self._fraction, desc=desc)
 
     def finish_progress(self) -> None:
@@ -156,52 +199,54 @@ class StreamAssembler:
             self._fraction = 1.0
             self._progress(1.0, desc="done")
 
-    def _decoded(self, item_index: int) -> list[tuple[int, np.ndarray]]:
-        """(start_frame, float32 [channels, frames]) of an item's chunks, whatever their encoding."""
-        chunks = self._chunks.get(item_index, [])
-        try:
-            return [(chunk.start_frame, audio) for chunk, audio in zip(chunks, decode_chunks(chunks), strict=True)]
-        except WireAudioError as exc:
-            raise CallError("DATA_LOSS", str(exc)) from None
-
     def _item_audio(self, item: orchestrator_pb2.ItemResult) -> np.ndarray:
-        chunks = self._decoded(item.item_index)
-        frames = max([item.num_frames] + [start + audio.shape[1] for start, audio in chunks])
-        channels = max([CHANNELS] + [audio.shape[0] for _, audio in chunks])
-        out = np.zeros((channels, frames), dtype=np.float32)
-        for start, audio in chunks:
-            out[: audio.shape[0], start : start + audio.shape[1]] = audio
-        if item.num_frames > 0:
-            out = out[:, : item.num_frames]
+        """The item's float32 [2, frames]: its chunks decoded and laid end to end (checked to tile it), gained."""
+        index = item.item_index
+        chunks, frames = self._chunks.get(index, ItemChunks()).in_order(index, item.num_frames)
+        decoded = decode_chunks(chunks)
+        for chunk, audio in zip(chunks, decoded, strict=True):
+            if audio.shape != (CHANNELS, announced_frames(chunk)):
+                raise StreamError(f"audio chunk of item {index} at frame {chunk.start_frame}: decoded to "
+                                  f"{audio.shape}, not the [{CHANNELS}, frames] it announced")
+        out = np.concatenate(decoded, axis=1) if decoded else np.zeros((CHANNELS, frames), dtype=np.float32)
+        out = out.astype(np.float32, copy=False)
         gain = item.gain if item.gain != 0.0 and math.isfinite(item.gain) else 1.0
         if gain != 1.0:
             out *= np.float32(gain)
         return out
 
     def _audio_dict(self, item: orchestrator_pb2.ItemResult, audio: np.ndarray) -> dict[str, Any]:
-        params = params_from_proto(item.params).to_dict()
+        try:
+            params = params_from_proto(item.params).to_dict()
+        except errors.InvalidArgument as exc:  # the server's params: not the caller's input, so not INVALID_ARGUMENT
+            raise StreamError(f"item {item.item_index}: params: {exc}") from None
         if not item.params.HasField("seed"):
             params["seed"] = int(item.seed)
         return {
             "path": None,
             "tensor": _to_tensor(audio),
-            "key": item.key or audio_key(params),
-            "sample_rate": item.sample_rate_hz or SAMPLE_RATE,
+            "key": item.key,  # checked to be an audio key when it arrived
+            "sample_rate": SAMPLE_RATE,  # checked: 48 kHz or unset
             "params": params,
             "silent": bool(item.silent),
         }
 
     def result(self, save_dir: str | Path | None = None, audio_format: str | FileFormat = "flac") -> GenerationResult:
         """The finished result; raises CallError when the stream was incomplete or inconsistent."""
+        try:
+            return self._result(save_dir, audio_format)
+        except (StreamError, WireAudioError) as exc:
+            raise CallError("DATA_LOSS", str(exc)) from None
+
+    def _result(self, save_dir: str | Path | None, audio_format: str | FileFormat) -> GenerationResult:
         if self._done is None:
-            raise CallError("DATA_LOSS", "the stream ended without a done event")
+            raise StreamError("the stream ended without a done event")
         orphans = sorted(set(self._chunks) - set(self._items))
         if orphans:
-            raise CallError("DATA_LOSS", f"audio for item(s) {orphans} without an item result")
+            raise StreamError(f"audio for item(s) {orphans} without an item result")
         if self._done.num_items and self._done.num_items != len(self._items):
-            raise CallError(
-                "DATA_LOSS", f"done announced {self._done.num_items} items, the stream carried {len(self._items)}"
-            )
+            raise StreamError(f"done announced {self._done.num_items} items, the stream carried {len(self._items)}")
+        check_items(sorted(self._items))
         audios = [self._audio_dict(item, self._item_audio(item)) for _, item in sorted(self._items.items())]
         if save_dir is not None:
             _write_all(audios, Path(save_dir), audio_format)
@@ -229,7 +274,7 @@ def _write_all(audios: list[dict[str, Any]], save_dir: Path, audio_format: str |
                 continue
             samples = audio["tensor"]
             samples = samples.numpy() if hasattr(samples, "numpy") else samples
-            path = write_audio(save_dir / f"{audio['key']}.{spec.extension}", samples, audio["sample_rate"], spec)
+            path = write_audio(output_path(save_dir, audio["key"], spec.extension), samples, audio["sample_rate"], spec)
             written.append(path)
             audio["path"] = str(path)
     except BaseException:
@@ -255,9 +300,14 @@ def assemble(
     save_dir: str | Path | None = None,
     audio_format: str | FileFormat = "flac",
     progress: ProgressCallback | None = None,
+    *,
+    max_frames: int | None = None,
 ) -> GenerationResult:
-    """Consume a (sync) event stream; gRPC and protocol errors become ``success=False``."""
-    assembler = StreamAssembler(progress)
+    """Consume a (sync) event stream; gRPC and protocol errors become ``success=False``.
+
+    ``max_frames``: the longest item accepted (``output_frames_limit(request)``; None: 601 s).
+    """
+    assembler = StreamAssembler(progress, max_frames)
     try:
         for event in events:
             assembler.feed(event)
@@ -277,9 +327,11 @@ async def assemble_async(
     save_dir: str | Path | None = None,
     audio_format: str | FileFormat = "flac",
     progress: ProgressCallback | None = None,
+    *,
+    max_frames: int | None = None,
 ) -> GenerationResult:
     """:func:`assemble` for an async event stream (grpc.aio or the in-process pipeline)."""
-    assembler = StreamAssembler(progress)
+    assembler = StreamAssembler(progress, max_frames)
     try:
         async for event in events:
             assembler.feed(event)

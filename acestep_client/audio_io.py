@@ -168,6 +168,17 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(frames.T), int(rate)
 
 
+def duration_seconds(data: bytes) -> float | None:
+    """An audio file's length in seconds from its header (nothing decoded); None when it cannot be read."""
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as handle:
+            if handle.samplerate > 0 and handle.frames >= 0:
+                return handle.frames / handle.samplerate
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OverflowError):
+        pass
+    return None
+
+
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():

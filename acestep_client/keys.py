@@ -5,9 +5,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from typing import Any
 
 from acestep_client.types import GenerationParams
+
+# The one form audio_key gives: the only text the SDK names an output file after (the server's key is untrusted).
+AUDIO_KEY_FORM = "36 characters, 8-4-4-4-12 lowercase hex digits"
+_AUDIO_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # GenerationParams fields added after the spec (upstream's later options: every field declared after the spec's
 # last, cot_lyrics). At their default they are left out of the key, so a request that does not use them keeps
@@ -34,3 +39,8 @@ def audio_key(params: dict[str, Any]) -> str:
     text = json.dumps(_keyed(params), sort_keys=True, ensure_ascii=False)
     h = hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def is_audio_key(text: object) -> bool:
+    """True for a string of exactly :func:`audio_key`'s form (so it is a safe file name: no separator, no dots)."""
+    return isinstance(text, str) and _AUDIO_KEY.fullmatch(text) is not None

@@ -7,10 +7,12 @@ field or a missing file fails the same way, locally, with ``InvalidArgument`` na
 from __future__ import annotations
 
 import dataclasses
+import math
 import uuid
 from pathlib import Path
 
-from acestep_client.audio_io import FileFormat, check_encoder, detect_format
+from acestep_client.audio_io import FileFormat, check_encoder, detect_format, duration_seconds
+from acestep_client.constants import DURATION_RANGE, SAMPLE_RATE
 from acestep_client.convert import config_to_proto, params_to_proto
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2, orchestrator_pb2
@@ -27,6 +29,10 @@ _FORMAT_ENUM = {
     "wav32": generation_pb2.AUDIO_FORMAT_WAV32,
 }
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+# What output_frames_limit adds to the longest output a request can give: rounding to latent frames, a length
+# libsndfile only estimates from an mp3 header.
+OUTPUT_SLACK_SECONDS = 1.0
+SOURCE_LENGTH_SLACK = 1.05
 
 
 def read_upload(field: str, path: str, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> generation_pb2.AudioInput:
@@ -94,3 +100,20 @@ def request_audio_format(request: orchestrator_pb2.GenerateMusicRequest) -> str:
         if request.config.audio_format == number:
             return name
     return "flac"
+
+
+def output_frames_limit(request: orchestrator_pb2.GenerateMusicRequest) -> int:
+    """The most frames per item a correct server can stream back for ``request``: the SDK refuses more
+    (an inflated length would otherwise be allocated; see acestep_client.stream_checks).
+
+    Without a source: 600 s, the API's longest duration (audio codes and LM-chosen durations stay within it).
+    With one: the source's own length, which may be longer, or a repaint window ending at up to 1200 s
+    (repainting_end's bound), plus up to 600 s of silence before it (repainting_start >= -600). A source
+    whose length cannot be read from its header (a server_path) counts as 1200 s.
+    """
+    longest = DURATION_RANGE[1]
+    if request.HasField("src_audio"):
+        source = duration_seconds(request.src_audio.data) if request.src_audio.data else None
+        source = (source or 0.0) * SOURCE_LENGTH_SLACK
+        longest = max(source, 2 * DURATION_RANGE[1]) + DURATION_RANGE[1]
+    return math.ceil((longest + OUTPUT_SLACK_SECONDS) * SAMPLE_RATE)

@@ -30,12 +30,21 @@ def sidecar_path(audio_path: str | Path) -> Path:
     return Path(audio_path).with_suffix(SIDECAR_SUFFIX)
 
 
+def _absolute(path: str) -> str:
+    """``path`` made absolute, so the sidecar still points at it from elsewhere; as given when it is no path
+    (the params come back from the server, which may send any text: a NUL byte, 10,000 characters)."""
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (OSError, ValueError, RuntimeError):
+        return path
+
+
 def sidecar_data(audio: dict[str, Any], lm_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """One item's sidecar content (JSON-ready)."""
     params = dict(audio["params"])
-    for name in ("src_audio", "reference_audio"):  # absolute, so the sidecar still points at them from elsewhere
+    for name in ("src_audio", "reference_audio"):
         if params.get(name):
-            params[name] = str(Path(params[name]).expanduser().resolve())
+            params[name] = _absolute(params[name])
     tensor = audio["tensor"]
     data: dict[str, Any] = {
         "key": audio["key"],

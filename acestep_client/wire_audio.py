@@ -14,8 +14,11 @@ keep working. The compact encodings put their bytes in ``AudioChunk.data``:
 
 ``scale`` = max(1, peak of the chunk): the raw decoder output may exceed 1 (the item's gain is applied
 after the stream), and dividing by it before quantising means nothing clips. ``num_frames`` is always
-set by the sender. Anything a chunk says that does not add up raises :class:`WireAudioError`, which the
-SDK turns into a failed result (DATA_LOSS), never an exception out of ``generate``.
+set by the sender (FLAC and Opus chunks without it are refused: their frames are unknown before decoding).
+Anything a chunk says that does not add up raises :class:`WireAudioError`, which the SDK turns into a failed
+result (DATA_LOSS), never an exception out of ``generate``. Nothing is allocated from an unchecked number:
+:func:`announced_frames` checks a chunk's header against its byte count before the SDK keeps it, and a FLAC or
+Opus file is read only up to the frames its chunk announced, whatever its own header claims.
 
 Only numpy and soundfile: this module is part of the light SDK and must not import torch or server code.
 """
@@ -47,6 +50,10 @@ _BY_NUMBER = {number: name for name, number in _BY_NAME.items()}
 INT16_FULL_SCALE = 32767.0
 # Opus codes 2.5-60 ms frames; a decoder that does not trim the last one may return up to 60 ms more.
 OPUS_FRAME_SLACK = 2880
+# What a FLAC or Opus chunk may carry beyond its samples' float32 size: container headers (a 1-frame FLAC
+# chunk is ~100 bytes, a 1-frame Opus one ~1.1 KiB). The compressed data itself is smaller than float32.
+COMPRESSED_HEADER_ALLOWANCE = 64 * 1024
+_RAW_WIDTH = {"pcm_f32le": 4, "pcm_s16le": 2}
 
 
 class WireAudioError(ValueError):
@@ -149,14 +156,20 @@ def audio_chunk(item_index: int, start_frame: int, audio: np.ndarray, encoding: 
     return chunk
 
 
-def _read_file(data: bytes, container: str, subtype: str, dtype: str) -> tuple[np.ndarray, int]:
-    """A whole FLAC / Ogg Opus file -> ([frames, channels], sample rate); the container must be the one named."""
+def _read_file(data: bytes, container: str, subtype: str, dtype: str, channels: int,
+               limit: int) -> tuple[np.ndarray, int]:
+    """A FLAC / Ogg Opus file -> ([frames, channels], sample rate), at most ``limit + 1`` frames read (the header's
+    length is the sender's word: never allocated from); the container and channel count must be the ones named."""
     try:
         with sf.SoundFile(io.BytesIO(data)) as handle:
             if handle.format != container or handle.subtype != subtype:
                 raise WireAudioError(f"holds {handle.format}/{handle.subtype}, expected {container}/{subtype}")
-            return handle.read(dtype=dtype, always_2d=True), handle.samplerate
-    except (sf.LibsndfileError, RuntimeError, TypeError, EOFError) as exc:
+            if handle.channels != channels:
+                raise WireAudioError(f"announces {channels} channels, its data holds {handle.channels}")
+            return handle.read(frames=limit + 1, dtype=dtype, always_2d=True), handle.samplerate
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OverflowError) as exc:
+        if isinstance(exc, WireAudioError):
+            raise
         raise WireAudioError(f"is not a readable {container}/{subtype} file: {exc}") from None
 
 
@@ -209,6 +222,46 @@ def decode_chunks(chunks: Sequence[generation_pb2.AudioChunk]) -> list[np.ndarra
         return list(pool.map(decode_chunk, chunks))
 
 
+def announced_frames(chunk: generation_pb2.AudioChunk) -> int:
+    """The frames a chunk carries, from its fields and byte count alone (nothing decoded or allocated).
+
+    Raises WireAudioError unless the chunk is the API's audio (stereo, 48 kHz; 0 reads as those) in a known
+    encoding whose payload can hold what it announces: raw PCM exactly, FLAC/Opus no more than their float32
+    size plus :data:`COMPRESSED_HEADER_ALLOWANCE` (so a tiny ``num_frames`` cannot carry a huge payload).
+    """
+    where = f"audio chunk of item {chunk.item_index} at frame {chunk.start_frame}"
+    try:
+        name = stream_encoding_name(chunk.encoding)
+    except InvalidArgument:
+        raise WireAudioError(f"{where}: unknown encoding {chunk.encoding}") from None
+    if chunk.channels not in (0, CHANNELS):
+        raise WireAudioError(f"{where}: announces {chunk.channels} channels, the item's audio has {CHANNELS}")
+    if chunk.sample_rate_hz not in (0, SAMPLE_RATE):
+        raise WireAudioError(f"{where}: announces {chunk.sample_rate_hz} Hz, the item's audio is at {SAMPLE_RATE} Hz")
+    announced = chunk.num_frames
+    if announced < 0:
+        raise WireAudioError(f"{where}: num_frames must not be negative, got {announced}")
+    payload = chunk.pcm_f32le if name == "pcm_f32le" else chunk.data
+    width = _RAW_WIDTH.get(name)
+    if width is not None:
+        frame_bytes = width * CHANNELS
+        if len(payload) % frame_bytes:
+            raise WireAudioError(f"{where}: {len(payload)} bytes are not whole frames of {CHANNELS} x {width}-byte "
+                                 "samples")
+        held = len(payload) // frame_bytes
+        if announced and announced != held:
+            raise WireAudioError(f"{where}: announces {announced} frames, its {name} data holds {held}")
+        return held
+    if payload and not announced:
+        raise WireAudioError(f"{where}: a {name} chunk must announce its num_frames")
+    if not payload and announced:
+        raise WireAudioError(f"{where}: announces {announced} frames, carries no {name} data")
+    if len(payload) > announced * CHANNELS * 4 + COMPRESSED_HEADER_ALLOWANCE:
+        raise WireAudioError(f"{where}: {len(payload)} bytes of {name} for {announced} frames, more than float32 "
+                             "samples take")
+    return announced
+
+
 def _raw_pcm(data: bytes, width: int, dtype: str, channels: int, where: str) -> np.ndarray:
     if len(data) % (width * channels):
         raise WireAudioError(f"{where}: {len(data)} bytes are not whole frames of {channels} x {width}-byte samples")
@@ -216,12 +269,13 @@ def _raw_pcm(data: bytes, width: int, dtype: str, channels: int, where: str) -> 
 
 
 def _decoded(chunk, container: str, subtype: str, dtype: str, channels: int, where: str) -> np.ndarray:
+    if not chunk.num_frames:
+        raise WireAudioError(f"{where}: a {container}/{subtype} chunk must announce its num_frames")
+    limit = chunk.num_frames + (OPUS_FRAME_SLACK if container == "OGG" else 0)
     try:
-        frames, rate = _read_file(chunk.data, container, subtype, dtype)
+        frames, rate = _read_file(chunk.data, container, subtype, dtype, channels, limit)
     except WireAudioError as exc:
         raise WireAudioError(f"{where}: {exc}") from None
-    if frames.shape[1] != channels:
-        raise WireAudioError(f"{where}: announces {channels} channels, its data holds {frames.shape[1]}")
     if rate != (chunk.sample_rate_hz or SAMPLE_RATE):
         raise WireAudioError(f"{where}: announces {chunk.sample_rate_hz} Hz, its data is at {rate} Hz")
     return frames
