@@ -28,7 +28,7 @@ from acestep_client.assemble import CallError, ProgressCallback, assemble_async,
 from acestep_client.client import AceStepClient, AsyncAceStepClient
 from acestep_client.errors import AceStepError
 from acestep_client.handles import RemoteDiT, RemoteLM, RemoteOrchestrator
-from acestep_client.request import build_request, output_frames_limit, request_file_format
+from acestep_client.request import build_request, caller_paths, output_frames_limit, request_file_format
 from acestep_client.types import GenerationConfig, GenerationParams, GenerationResult
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def _run_in_process(
     async def pipeline() -> GenerationResult:
         events = run_pipeline_events(request, lm_addresses, dit_addresses)
         return await assemble_async(events, save_dir, request_file_format(request), progress,
-                                    max_frames=output_frames_limit(request))
+                                    max_frames=output_frames_limit(request), paths=caller_paths(request))
 
     return run_blocking(pipeline)
 

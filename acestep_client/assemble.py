@@ -140,8 +140,15 @@ class StreamAssembler:
     :func:`acestep_client.request.output_frames_limit`); events are checked as they arrive.
     """
 
-    def __init__(self, progress: ProgressCallback | None = None, max_frames: int | None = None):
+    def __init__(
+        self,
+        progress: ProgressCallback | None = None,
+        max_frames: int | None = None,
+        paths: dict[str, str | None] | None = None,
+    ):
+        """``paths``: the request's own src_audio/reference_audio, reported in place of the server's echo."""
         self._progress = progress
+        self._paths = paths or {}
         self._max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
         self._fraction = 0.0
         self._chunks: dict[int, ItemChunks] = {}  # encoded, decoded in result()
@@ -222,6 +229,7 @@ class StreamAssembler:
             raise StreamError(f"item {item.item_index}: params: {exc}") from None
         if not item.params.HasField("seed"):
             params["seed"] = int(item.seed)
+        params.update(self._paths)
         return {
             "path": None,
             "tensor": _to_tensor(audio),
@@ -302,12 +310,14 @@ def assemble(
     progress: ProgressCallback | None = None,
     *,
     max_frames: int | None = None,
+    paths: dict[str, str | None] | None = None,
 ) -> GenerationResult:
     """Consume a (sync) event stream; gRPC and protocol errors become ``success=False``.
 
-    ``max_frames``: the longest item accepted (``output_frames_limit(request)``; None: 601 s).
+    ``max_frames``: the longest item accepted (``output_frames_limit(request)``; None: 601 s); ``paths``: the
+    request's audio paths (``caller_paths(request)``), reported instead of what the server echoes.
     """
-    assembler = StreamAssembler(progress, max_frames)
+    assembler = StreamAssembler(progress, max_frames, paths)
     try:
         for event in events:
             assembler.feed(event)
@@ -329,9 +339,10 @@ async def assemble_async(
     progress: ProgressCallback | None = None,
     *,
     max_frames: int | None = None,
+    paths: dict[str, str | None] | None = None,
 ) -> GenerationResult:
     """:func:`assemble` for an async event stream (grpc.aio or the in-process pipeline)."""
-    assembler = StreamAssembler(progress, max_frames)
+    assembler = StreamAssembler(progress, max_frames, paths)
     try:
         async for event in events:
             assembler.feed(event)

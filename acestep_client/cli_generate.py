@@ -353,11 +353,12 @@ async def _observed_async(events: AsyncIterator[Any], watch: StreamWatch) -> Asy
 def _generate_remote(args: argparse.Namespace, request: Any, watch: StreamWatch) -> GenerationResult:
     from acestep_client.assemble import assemble
     from acestep_client.client import AceStepClient
-    from acestep_client.request import output_frames_limit, request_file_format
+    from acestep_client.request import caller_paths, output_frames_limit, request_file_format
 
     with AceStepClient(args.target, **client_options(args)) as client:
         events = _observed(client.stream_request(request), watch)
-        return assemble(events, args.out, request_file_format(request), max_frames=output_frames_limit(request))
+        return assemble(events, args.out, request_file_format(request), max_frames=output_frames_limit(request),
+                        paths=caller_paths(request))
 
 
 def _stack_announce(quiet: bool) -> Any:
@@ -370,7 +371,7 @@ def _stack_announce(quiet: bool) -> Any:
 async def _generate_embedded(args: argparse.Namespace, request: Any, watch: StreamWatch) -> GenerationResult:
     from acestep_client.assemble import assemble_async
     from acestep_client.client import AsyncAceStepClient
-    from acestep_client.request import output_frames_limit, request_file_format
+    from acestep_client.request import caller_paths, output_frames_limit, request_file_format
     from orchestrator.stack import embedded_stack
 
     options = {"dit_model": args.dit_model} if args.dit_model else {}
@@ -380,7 +381,7 @@ async def _generate_embedded(args: argparse.Namespace, request: Any, watch: Stre
     ):
         events = _observed_async(client.stream_request(request), watch)
         return await assemble_async(events, args.out, request_file_format(request),
-                                    max_frames=output_frames_limit(request))
+                                    max_frames=output_frames_limit(request), paths=caller_paths(request))
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -29,7 +29,7 @@ from acestep_client.describe import (
     sampling_args,
 )
 from acestep_client.proto.acestep.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-from acestep_client.request import build_request, output_frames_limit, request_file_format
+from acestep_client.request import build_request, caller_paths, output_frames_limit, request_file_format
 from acestep_client.types import (
     CreateSampleResult,
     FormatSampleResult,
@@ -234,7 +234,8 @@ class AceStepClient(_ClientBase):
     ) -> GenerationResult:
         events = self.stream_request(request, timeout=timeout)
         limit = output_frames_limit(request)
-        return assemble(events, save_dir, request_file_format(request), progress, max_frames=limit)
+        return assemble(events, save_dir, request_file_format(request), progress, max_frames=limit,
+                        paths=caller_paths(request))
 
     def describe(self, mode, inputs, sampling, timeout, progress) -> Any:
         """One DescribeMusic call; bad input and failures give ``success=False``, as the reference does."""
@@ -309,7 +310,8 @@ class AsyncAceStepClient(_ClientBase):
     ) -> GenerationResult:
         events = self.stream_request(request, timeout=timeout)
         return await assemble_async(
-            events, save_dir, request_file_format(request), progress, max_frames=output_frames_limit(request)
+            events, save_dir, request_file_format(request), progress, max_frames=output_frames_limit(request),
+            paths=caller_paths(request),
         )
 
     async def describe(self, mode, inputs, sampling, timeout, progress) -> Any:

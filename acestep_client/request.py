@@ -102,6 +102,12 @@ def request_audio_format(request: orchestrator_pb2.GenerateMusicRequest) -> str:
     return "flac"
 
 
+def caller_paths(request: orchestrator_pb2.GenerateMusicRequest) -> dict[str, str | None]:
+    """The request's own audio paths: a result reports these, never the server's echo of them (a sidecar fed back
+    with --from-json uploads the files it names, so a hostile server must not choose them)."""
+    return {name: getattr(request.params, name) or None for name in ("src_audio", "reference_audio")}
+
+
 def output_frames_limit(request: orchestrator_pb2.GenerateMusicRequest) -> int:
     """The most frames per item a correct server can stream back for ``request``: the SDK refuses more
     (an inflated length would otherwise be allocated; see acestep_client.stream_checks).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import threading
 import tracemalloc
@@ -420,15 +421,17 @@ def test_the_cli_refuses_an_unsafe_key_and_writes_nothing(kit, hostile, tmp_path
     assert _snapshot(tmp_path) == before
 
 
-def test_the_cli_writes_sidecars_whatever_local_paths_the_server_echoes(kit, hostile, tmp_path, capsys):
-    """A server's params may name any "local" path: the sidecar keeps the text, the CLI does not crash on it."""
+def test_results_report_the_callers_paths_never_the_servers_echo(kit, hostile, tmp_path, capsys):
+    """A server's params may name any "local" path (a sidecar fed back with --from-json uploads the files it
+    names): results and sidecars keep the request's own src_audio/reference_audio, and the CLI does not crash."""
     events = _valid(kit)
     _item0(events).params.src_audio = "no\0such"
+    _item0(events).params.reference_audio = "/home/victim/.ssh/id_rsa"
     out = tmp_path / "out"
     code = cli.main(["generate", "--caption", hostile.register(events), "--out", str(out),
                      "--target", hostile.address, "--quiet"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    key = _item0(events).key
-    assert (out / f"{key}.json").read_text().count('"src_audio": "no\\u0000such"') == 1
+    sidecar = json.loads((out / f"{_item0(events).key}.json").read_text())
+    assert sidecar["src_audio"] is None and sidecar["reference_audio"] is None  # the request named none
     assert sorted(p.parent for p in tmp_path.rglob("*.*")) == [out] * 4  # two audio files, two sidecars
