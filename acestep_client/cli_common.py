@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ def codes_or_file(field: str, value: str) -> str:
     from acestep_client.sidecar import codes_from_text
 
     return codes_from_text(field, text_or_file(field, value), value[1:] if value.startswith("@") else "")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """Server-sent text as the terminal may show it: control characters (escape sequences above all, which can
+    rewrite the screen or the window title) become U+FFFD; newlines and tabs stay."""
+    return _CONTROL.sub("\ufffd", text)
 
 
 def announce(message: str) -> None:

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acestep_client.cli_common import add_connection_flags, announce, client_options, codes_or_file, text_or_file
+from acestep_client.cli_common import (
+    add_connection_flags,
+    announce,
+    client_options,
+    codes_or_file,
+    terminal_safe,
+    text_or_file,
+)
 from acestep_client.cli_errors import Failure, StreamWatch, describe_failure, embedded_model_problem, input_error
 from acestep_client.constants import (
     AUDIO_FORMATS,
@@ -408,14 +415,14 @@ def print_result(result: GenerationResult, out: Any = None) -> None:
     lm = result.extra_outputs.get("lm_metadata")
     if lm:
         shown = {k: _short(str(v)) for k, v in lm.items() if v not in (None, "")}
-        print("lm metadata: " + ", ".join(f"{k}={v}" for k, v in shown.items()), file=out)
+        print(terminal_safe("lm metadata: " + ", ".join(f"{k}={v}" for k, v in shown.items())), file=out)
     costs = result.extra_outputs.get("time_costs") or {}
     if costs:
         print("time costs:", file=out)
         for name in sorted(costs):
             print(f"  {name}: {costs[name]:.3f} s", file=out)
     if result.status_message:
-        print(result.status_message, file=out)
+        print(terminal_safe(result.status_message), file=out)
 
 
 def _remove_written(result: GenerationResult) -> None:
@@ -475,5 +482,5 @@ def run_generate(args: argparse.Namespace) -> int:
         work_started=watch.work_started, target=args.target, dit_model=args.dit_model or DEFAULT_DIT_MODEL,
     )
     for line in failure.lines:
-        print(line, file=sys.stderr)
+        print(terminal_safe(line), file=sys.stderr)
     return failure.exit_code

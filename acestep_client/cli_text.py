@@ -12,7 +12,14 @@ import json
 import sys
 from typing import Any
 
-from acestep_client.cli_common import add_connection_flags, announce, client_options, codes_or_file, text_or_file
+from acestep_client.cli_common import (
+    add_connection_flags,
+    announce,
+    client_options,
+    codes_or_file,
+    terminal_safe,
+    text_or_file,
+)
 from acestep_client.cli_errors import describe_failure, input_error
 from acestep_client.errors import AceStepError, InvalidArgument
 
@@ -141,7 +148,7 @@ def run_text_command(args: argparse.Namespace) -> int:
         failure = describe_failure(result.error or "UNKNOWN: no error text", None, _FIELD_FLAGS, _FIELD_FLAGS,
                                    work_started=False, target=args.target, dit_model="", command=args.command)
         for line in failure.lines:
-            print(line, file=sys.stderr)
+            print(terminal_safe(line), file=sys.stderr)
         return failure.exit_code
-    print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    print(terminal_safe(json.dumps(result.to_dict(), ensure_ascii=False, indent=2)))  # C1 controls stay raw in JSON
     return 0

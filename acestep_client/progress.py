@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from acestep_client.cli_common import terminal_safe
 from acestep_client.proto.acestep.v1 import generation_pb2, orchestrator_pb2
 
 
@@ -35,7 +36,7 @@ class ProgressPrinter:
         p = event.progress
         self._fraction = max(self._fraction, min(1.0, max(0.0, p.fraction)))
         steps = f" {p.step}/{p.total_steps}" if p.total_steps else ""
-        label = f"{stage_name(p.stage)}{steps}" + (f" {p.message}" if p.message else "")
+        label = terminal_safe(f"{stage_name(p.stage)}{steps}" + (f" {p.message}" if p.message else ""))
         if self.bar:
             filled = round(self._fraction * self.WIDTH)
             line = f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self._fraction * 100:3.0f}% {label}"[:160]

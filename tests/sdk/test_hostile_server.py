@@ -435,3 +435,20 @@ def test_results_report_the_callers_paths_never_the_servers_echo(kit, hostile, t
     sidecar = json.loads((out / f"{_item0(events).key}.json").read_text())
     assert sidecar["src_audio"] is None and sidecar["reference_audio"] is None  # the request named none
     assert sorted(p.parent for p in tmp_path.rglob("*.*")) == [out] * 4  # two audio files, two sidecars
+
+
+def test_server_text_cannot_drive_the_terminal(kit, hostile, tmp_path, capsys):
+    """Escape sequences in a server's progress and status text reach the terminal as U+FFFD, never raw."""
+    events = _valid(kit)
+    for event in events:
+        if event.WhichOneof("event") == "progress":
+            event.progress.message = "\x1b]0;pwned\x07\x1b[2J"
+        elif event.WhichOneof("event") == "done":
+            event.done.status_message = "done \x9b31m"
+    code = cli.main(["generate", "--caption", hostile.register(events), "--out", str(tmp_path / "out"),
+                     "--target", hostile.address])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    shown = captured.out + captured.err
+    assert "\x1b" not in shown and "\x9b" not in shown and "\x07" not in shown
+    assert "\ufffd]0;pwned" in shown and "done \ufffd31m" in shown
