@@ -1,5 +1,5 @@
 """The ``acestep`` command: generate music (against a server or an in-process stack), the LM's text
-modes (``cli_text``), run servers, write tiny random checkpoints.
+modes (``cli_text``), run servers, write tiny random checkpoints, download released ones.
 
 Exit codes: 0 success, 1 generation failed, 2 bad input (nothing is written), 130 interrupted.
 """
@@ -32,6 +32,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     tiny.add_argument("dir", help="folder to write (the released layout: DiT variants, VAE, text encoder, LM)")
     tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+
+    fetch = commands.add_parser(
+        "fetch-checkpoints", help="download released model folders from Hugging Face into a checkpoint root",
+        description="Download ACE-Step 1.5 model folders into DEST/<name>, atomically; folders already there "
+                    "(with a config.json) are skipped. Kubernetes init containers run this (k8s/README.md).",
+    )
+    fetch.add_argument("--dest", required=True, help="checkpoint root, e.g. /checkpoints (created if missing)")
+    fetch.add_argument("--model", action="append", required=True, metavar="NAME[@REVISION]",
+                       help="a model folder, e.g. acestep-5Hz-lm-1.7B, acestep-v15-turbo, vae, "
+                            "Qwen3-Embedding-0.6B; repeat for more")
     return parser
 
 
@@ -79,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args.component, args.server_args)
         if args.command in TEXT_COMMANDS:
             return run_text_command(args)
+        if args.command == "fetch-checkpoints":
+            from acestep_serving.fetch import run as fetch_checkpoints
+
+            return fetch_checkpoints(args.dest, args.model)
         return _make_tiny_checkpoints(args.dir, args.seed)
     except KeyboardInterrupt:
         print("acestep: interrupted", file=sys.stderr)

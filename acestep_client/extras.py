@@ -13,6 +13,7 @@ AAC_EXTRA_INSTALL = "pip install 'acestep-grpc[aac]'"
 SERVE_EXTRA_MODULES = frozenset({
     "torch", "transformers", "diffusers", "safetensors", "tokenizers", "yaml",
     "grpc_health", "grpc_reflection", "prometheus_client",
+    "huggingface_hub",  # a dependency of transformers: `acestep fetch-checkpoints`
 })
 
 

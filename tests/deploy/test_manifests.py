@@ -1,23 +1,39 @@
 """The Kubernetes manifests: every overlay renders, validates against the 1.30 schemas, and wires up.
 
-Rendering uses ``kubectl kustomize`` (skipped when kubectl is absent). Built-in kinds are checked with
-``kubernetes_validate`` in strict mode (unknown fields fail); it comes with the ``k8s`` extra, which CI
-installs, and without it only the two validator tests skip. The ServiceMonitor CRD has no bundled
-schema, so a small hand-written check covers it. Service names, flags and metric names are read from
-the source files with regular expressions (not imported: that would pull in torch and take seconds).
+Rendering uses ``kubectl kustomize`` (skipped when kubectl is absent; helpers in conftest.py). Built-in
+kinds are checked with ``kubernetes_validate`` in strict mode (unknown fields fail); it comes with the
+``k8s`` extra, which CI installs, and without it only the two validator tests skip. The ServiceMonitor CRD
+has no bundled schema, so a small hand-written check covers it. Rollout and scaling, network policy and
+checkpoints have their own files (test_manifests_*.py).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .conftest import (
+    CLUSTER_SCOPED,
+    COMPONENTS,
+    GPU_OVERLAYS,
+    HEADLESS,
+    KUBECTL,
+    OVERLAYS,
+    all_containers,
+    deployment,
+    docs_of,
+    env_of,
+    flag_env_vars,
+    main_container,
+    metric_names_in_code,
+    pod_spec,
+    render,
+    selects,
+    service_name_in_code,
+)
 
 yaml = pytest.importorskip("yaml")
 try:
@@ -28,111 +44,22 @@ needs_validator = pytest.mark.skipif(
     kubernetes_validate is None,
     reason="kubernetes-validate is not installed: pip install -e '.[k8s]' (CI installs it)")
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "k8s"
 KUBE_VERSION = "1.30.0"
-KUBECTL = shutil.which("kubectl")
-
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not on PATH: cannot run `kubectl kustomize`")
 
-OVERLAYS = {"gpu-h100": "acestep", "gpu-h100-mtls": "acestep", "cpu-demo": "acestep-demo"}  # -> namespace
-EXPECTED_IMAGES = {
-    "gpu-h100": {
-        "lm": "registry.example.com/acestep/lm:0.1.0-cuda",
-        "dit": "registry.example.com/acestep/dit:0.1.0-cuda",
-        "orchestrator": "registry.example.com/acestep/orchestrator:0.1.0-cpu",
-    },
-    "gpu-h100-mtls": {
-        "lm": "registry.example.com/acestep/lm:0.1.0-cuda",
-        "dit": "registry.example.com/acestep/dit:0.1.0-cuda",
-        "orchestrator": "registry.example.com/acestep/orchestrator:0.1.0-cpu",
-    },
-    "cpu-demo": {
-        "lm": "registry.example.com/acestep/lm:0.1.0-cpu",
-        "dit": "registry.example.com/acestep/dit:0.1.0-cpu",
-        "orchestrator": "registry.example.com/acestep/orchestrator:0.1.0-cpu",
-    },
+IMAGES = {
+    "cuda": {"lm": "registry.example.com/acestep/backend:0.1.0-cuda",
+             "dit": "registry.example.com/acestep/backend:0.1.0-cuda",
+             "orchestrator": "registry.example.com/acestep/orchestrator:0.1.0-cpu"},
+    "cpu": {"lm": "registry.example.com/acestep/backend:0.1.0-cpu",
+            "dit": "registry.example.com/acestep/backend:0.1.0-cpu",
+            "orchestrator": "registry.example.com/acestep/orchestrator:0.1.0-cpu"},
 }
-COMPONENTS = ("lm", "dit", "orchestrator")
-SERVER_SOURCES = {
-    "lm": ROOT / "lm_service" / "server.py",
-    "dit": ROOT / "dit_service" / "server.py",
-    "orchestrator": ROOT / "orchestrator" / "server.py",
-}
-HEADLESS = {"lm": ("acestep-lm-headless", 50051), "dit": ("acestep-dit-headless", 50052)}
-HPA_POD_METRICS = {"acestep_queue_depth", "acestep_in_flight_requests"}
+EXPECTED_IMAGES = {o: IMAGES["cuda" if o in GPU_OVERLAYS else "cpu"] for o in OVERLAYS}
 CRD_GROUPS = {"monitoring.coreos.com"}
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def render(target: str) -> tuple[dict[str, Any], ...]:
-    path = K8S / "base" if target == "base" else K8S / "overlays" / target
-    out = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60, check=False)
-    assert out.returncode == 0, f"kubectl kustomize {path} failed:\n{out.stderr}"
-    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
-
-
-def docs_of(target: str, kind: str) -> dict[str, dict[str, Any]]:
-    return {d["metadata"]["name"]: d for d in render(target) if d["kind"] == kind}
-
-
-def deployment(target: str, component: str) -> dict[str, Any]:
-    return docs_of(target, "Deployment")[f"acestep-{component}"]
-
-
-def pod_spec(target: str, component: str) -> dict[str, Any]:
-    return deployment(target, component)["spec"]["template"]["spec"]
-
-
-def main_container(target: str, component: str) -> dict[str, Any]:
-    containers = pod_spec(target, component)["containers"]
-    assert [c["name"] for c in containers] == [component]
-    return containers[0]
-
-
-def env_of(container: dict[str, Any]) -> dict[str, Any]:
-    env = container.get("env", [])
-    names = [e["name"] for e in env]
-    assert len(names) == len(set(names)), f"duplicate env vars in {container['name']}: {names}"
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in env}
-
-
-def all_containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*spec.get("initContainers", []), *spec["containers"]]
-
-
-def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
-
-
-@functools.cache
-def service_name_in_code(component: str) -> str:
-    match = re.search(r'^SERVICE_NAME = "([\w.]+)"', SERVER_SOURCES[component].read_text(), re.MULTILINE)
-    assert match, f"SERVICE_NAME not found in {SERVER_SOURCES[component]}"
-    return match.group(1)
-
-
-@functools.cache
-def flag_env_vars(component: str) -> frozenset[str]:
-    """ACESTEP_* variables the component reads: its add_flag calls plus the shared server/model flags."""
-    names = re.findall(r'add_flag\(parser, "([\w-]+)"', (ROOT / "acestep_serving" / "flags.py").read_text())
-    shared_model = {"checkpoints", "model", "device", "dtype", "max-batch"}
-    source = SERVER_SOURCES[component].read_text()
-    own = set(re.findall(r'add_flag\(parser, "([\w-]+)"', source))
-    server_flags = set(names) - shared_model
-    if "add_model_flags" in source:
-        server_flags |= shared_model
-    return frozenset(f"ACESTEP_{n.upper().replace('-', '_')}" for n in server_flags | own)
-
-
-@functools.cache
-def metric_names_in_code() -> frozenset[str]:
-    text = "\n".join(p.read_text() for d in ("acestep_serving", "lm_service", "dit_service", "orchestrator")
-                     for p in (ROOT / d).rglob("*.py"))
-    return frozenset(re.findall(r'"(acestep_[a-z0-9_]+)"', text))
 
 
 def check_service_monitor(doc: dict[str, Any]) -> None:
@@ -174,7 +101,8 @@ def test_every_document_validates_strictly(target):
     docs = render(target)
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
-            "ServiceMonitor", "ConfigMap", "ServiceAccount"} <= kinds
+            "ConfigMap", "ServiceAccount", "PriorityClass"} <= kinds
+    assert ("ServiceMonitor" in kinds) == (target in GPU_OVERLAYS)  # components/prometheus-operator
     for doc in docs:
         try:
             validate(doc)
@@ -197,6 +125,8 @@ def test_namespace_set_on_everything(overlay):
     for doc in render(overlay):
         if doc["kind"] == "Namespace":
             assert doc["metadata"]["name"] == namespace
+        elif doc["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in doc["metadata"], f"{doc['kind']} is cluster-scoped"
         else:
             assert doc["metadata"].get("namespace") == namespace, f"{doc['kind']}/{doc['metadata']['name']}"
 
@@ -225,19 +155,6 @@ def test_gpu_limits_only_on_lm_and_dit():
             assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
         for c in spec.get("initContainers", []):
             assert not any(k.startswith("nvidia.com/") for k in c.get("resources", {}).get("limits", {}))
-
-
-def test_gpu_pools_are_separate_and_pinned_to_h100():
-    pools = {}
-    for component in ("lm", "dit"):
-        spec = pod_spec("gpu-h100", component)
-        pools[component] = spec["nodeSelector"]["acestep.io/pool"]
-        terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-        products = {v for t in terms for e in t["matchExpressions"] if e["key"] == "nvidia.com/gpu.product"
-                    for v in e["values"]}
-        assert products and all(p.startswith("NVIDIA-H100") for p in products)
-    assert pools["lm"] != pools["dit"]
-    assert "nodeSelector" not in pod_spec("gpu-h100", "orchestrator")
 
 
 def test_cpu_demo_has_no_gpu_anywhere():
@@ -328,34 +245,6 @@ def test_env_vars_are_flags_the_servers_read(overlay):
         assert env["ACESTEP_METRICS_PORT"] == "9090"
 
 
-# --- network policy ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_only_the_orchestrator_reaches_lm_and_dit(overlay):
-    policies = docs_of(overlay, "NetworkPolicy").values()
-    orchestrator_labels = deployment(overlay, "orchestrator")["spec"]["template"]["metadata"]["labels"]
-    for component, (_, grpc_port) in HEADLESS.items():
-        labels = deployment(overlay, component)["spec"]["template"]["metadata"]["labels"]
-        selecting = [p for p in policies if selects(p["spec"]["podSelector"].get("matchLabels", {}), labels)]
-        assert selecting, f"no NetworkPolicy selects {component}"
-        for policy in selecting:
-            assert "Ingress" in policy["spec"]["policyTypes"]
-            for rule in policy["spec"].get("ingress", []):
-                ports = {p["port"] for p in rule.get("ports", [])}
-                assert ports, "a rule without ports opens every port"
-                peers = rule.get("from", [])
-                assert peers, "a rule without peers admits everyone"
-                if grpc_port in ports:
-                    assert ports == {grpc_port}
-                    for peer in peers:
-                        assert set(peer) == {"podSelector"}, f"{component} gRPC open to {peer}"
-                        assert selects(peer["podSelector"]["matchLabels"], orchestrator_labels)
-                else:
-                    assert ports == {9090}, f"{component}: unexpected ports {ports}"
-                    assert all("namespaceSelector" in peer for peer in peers)  # Prometheus' namespace
-
-
 # --- lifecycle, security, resources, storage --------------------------------------------------------------------
 
 
@@ -391,32 +280,6 @@ def test_security_context_and_resources(overlay):
             assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"])
 
 
-def test_checkpoints_come_from_a_read_only_many_claim():
-    claims = docs_of("gpu-h100", "PersistentVolumeClaim")
-    assert claims["acestep-checkpoints"]["spec"]["accessModes"] == ["ReadOnlyMany"]
-    for component in ("lm", "dit"):
-        spec = pod_spec("gpu-h100", component)
-        container = main_container("gpu-h100", component)
-        volumes = {v["name"]: v for v in spec["volumes"]}
-        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/checkpoints")
-        assert mount["readOnly"] is True
-        assert volumes[mount["name"]]["persistentVolumeClaim"] == {"claimName": "acestep-checkpoints", "readOnly": True}
-        assert env_of(container)["ACESTEP_CHECKPOINTS"] == "/checkpoints"
-    assert not any(m["mountPath"] == "/checkpoints" for m in main_container("gpu-h100", "orchestrator")["volumeMounts"])
-
-
-def test_cpu_demo_writes_tiny_checkpoints_instead_of_a_claim():
-    assert not docs_of("cpu-demo", "PersistentVolumeClaim")
-    for component, module in (("lm", "lm_service"), ("dit", "dit_service")):
-        spec = pod_spec("cpu-demo", component)
-        volumes = {v["name"]: v for v in spec["volumes"]}
-        assert set(volumes["checkpoints"]) == {"name", "emptyDir"}
-        (init,) = spec["initContainers"]
-        assert init["command"] == ["python", "-m", f"{module}.tiny_checkpoint", "/checkpoints"]
-        assert (ROOT / module / "tiny_checkpoint.py").is_file()
-        assert init["image"] == main_container("cpu-demo", component)["image"]
-
-
 # --- images -----------------------------------------------------------------------------------------------------
 
 
@@ -427,65 +290,18 @@ def test_images_are_tagged_per_overlay(overlay):
             assert container["image"] == EXPECTED_IMAGES[overlay][component], container["name"]
 
 
-def test_dockerfiles_install_torch_before_the_package():
-    for component in COMPONENTS:
-        text = (ROOT / "docker" / f"{component}.Dockerfile").read_text()
-        torch_at = text.index('pip install "torch==')
-        # The images serve: the package with its `serve` extra (a plain install is only the client SDK).
-        assert torch_at < text.index('pip install -c requirements.txt ".[serve]"')
-        assert "USER 10001" in text
-        assert f'ENTRYPOINT ["acestep", "serve", "{component}"]' in text
-        assert (ROOT / "docker" / f"{component}.Dockerfile.dockerignore").is_file()
-    orchestrator_dockerfile = (ROOT / "docker" / "orchestrator.Dockerfile").read_text()
-    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in orchestrator_dockerfile
-    pinned = re.search(r"^torch==([\d.]+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE).group(1)
-    for component in COMPONENTS:
-        assert f"ARG TORCH_VERSION={pinned}" in (ROOT / "docker" / f"{component}.Dockerfile").read_text()
-
-
-# --- autoscaling, disruption, monitoring ------------------------------------------------------------------------
+# --- monitoring --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_autoscalers(overlay):
-    hpas = docs_of(overlay, "HorizontalPodAutoscaler")
-    for component in COMPONENTS:
-        hpa = hpas[f"acestep-{component}"]
-        assert hpa["apiVersion"] == "autoscaling/v2"
-        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                                 "name": f"acestep-{component}"}
-        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
-        metrics = hpa["spec"]["metrics"]
-        if component == "orchestrator":
-            assert [m["resource"]["name"] for m in metrics if m["type"] == "Resource"] == ["cpu"]
-            requests = main_container(overlay, component)["resources"]["requests"]
-            assert "cpu" in requests, "CPU utilisation needs a CPU request"
-        else:
-            assert {m["type"] for m in metrics} == {"Pods"}
-            assert {m["pods"]["metric"]["name"] for m in metrics} == HPA_POD_METRICS
-
-
-def test_hpa_metrics_are_exported_and_served_by_the_adapter():
-    assert metric_names_in_code() >= HPA_POD_METRICS
-    adapter = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-values.yaml").read_text())
-    served = {rule["name"]["as"] for rule in adapter["rules"]["custom"]}
-    assert served >= HPA_POD_METRICS
-    for rule in adapter["rules"]["custom"]:
-        assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_disruption_budgets_cover_every_deployment(overlay):
-    budgets = docs_of(overlay, "PodDisruptionBudget").values()
-    for component in COMPONENTS:
-        labels = deployment(overlay, component)["spec"]["template"]["metadata"]["labels"]
-        assert [b for b in budgets if selects(b["spec"]["selector"]["matchLabels"], labels)], component
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_service_monitors_cover_every_component(overlay):
+def test_service_monitors_only_where_the_prometheus_operator_component_is(overlay):
+    """cpu-demo must apply on a bare cluster (no ServiceMonitor CRD); the GPU overlays scrape every component."""
     monitors = docs_of(overlay, "ServiceMonitor")
-    assert set(monitors) == {f"acestep-{c}" for c in COMPONENTS}
+    expected = {f"acestep-{c}" for c in COMPONENTS} if overlay in GPU_OVERLAYS else set()
+    assert set(monitors) == expected
+    assert not [d for d in render(overlay) if d["apiVersion"].startswith("monitoring.coreos.com/")
+                and overlay not in GPU_OVERLAYS]
+    assert "ServiceMonitor" not in {d["kind"] for d in render("base")}
 
 
 def test_grafana_dashboard_plots_the_exported_metrics():
