@@ -28,6 +28,7 @@ from acestep_client.describe import (
     result_from_description,
     sampling_args,
 )
+from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from acestep_client.request import build_request, caller_paths, output_frames_limit, request_file_format
 from acestep_client.types import (
@@ -42,6 +43,18 @@ from acestep_client.wire_audio import DEFAULT_STREAM_ENCODING, stream_encoding_n
 
 Pem = bytes | str | os.PathLike | None
 API_KEY_HEADER = "x-api-key"
+
+
+def clean_api_key(key: str, field: str = "api_key") -> str:
+    """``key`` without the whitespace around it (a key read from a file or a variable often ends in a newline or
+    tab; the servers ignore it too). Any other character gRPC metadata cannot carry raises InvalidArgument
+    naming it: the gRPC library would refuse it at every call with a bare INTERNAL."""
+    key = key.strip()
+    for i, char in enumerate(key):
+        if not " " <= char <= "~":
+            raise InvalidArgument(field, f"allowed printable ASCII (0x20-0x7E), the only characters gRPC metadata "
+                                         f"carries; got {char!r} at position {i}")
+    return key
 
 
 def read_pem(value: Pem) -> bytes | None:
@@ -72,6 +85,7 @@ class _Options:
         self.target = target
         self.timeout = timeout
         self.max_upload_bytes = max_message_mb * 1024 * 1024
+        api_key = clean_api_key(api_key) if api_key else api_key
         self.metadata: tuple[tuple[str, str], ...] = ((API_KEY_HEADER, api_key),) if api_key else ()
         self.channel_options = [
             ("grpc.max_receive_message_length", self.max_upload_bytes),

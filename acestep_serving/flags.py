@@ -26,6 +26,11 @@ def env_default(name: str, default: Any) -> Any:
 
 def add_flag(parser: argparse.ArgumentParser, name: str, default: Any, help_text: str, **kwargs: Any) -> None:
     env = f"ACESTEP_{name.upper().replace('-', '_')}"
+    if isinstance(default, bool):  # --name / --no-name; the variable takes 1/true/yes/on
+        parser.add_argument(f"--{name}", default=env_default(name.replace("-", "_"), default),
+                            action=argparse.BooleanOptionalAction, help=f"{help_text} (env {env}; default {default!r})",
+                            **kwargs)
+        return
     kind = kwargs.pop("type", type(default) if default is not None and not isinstance(default, bool) else str)
     parser.add_argument(
         f"--{name}", default=env_default(name.replace("-", "_"), default), type=kind,
@@ -48,6 +53,8 @@ def add_server_flags(
     add_flag(parser, "api-keys", "", "comma-separated API keys accepted in the x-api-key metadata; empty = open")
     add_flag(parser, "health-port", -1, "plaintext port serving only grpc.health.v1, for probes that cannot speak "
              "TLS (kubelet); 0 picks one, -1 disables")
+    add_flag(parser, "reflection-without-key", False, "with --api-keys: serve gRPC reflection to callers without "
+             "a key too (health is always open)")
     add_flag(parser, "grace-seconds", 30.0, "on SIGTERM, how long in-flight streams may finish")
     add_flag(parser, "log-level", "INFO", "logging level")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -14,11 +15,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from acestep_client.client import API_KEY_HEADER, clean_api_key
+from acestep_client.errors import InvalidArgument
+from acestep_serving.preflight import StartupError
 from acestep_serving.reflection import enable_reflection
 
 log = logging.getLogger(__name__)
 
-_OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # reflection: v1 and v1alpha alike
 MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
 MAX_CONNECTION_AGE_GRACE_MS = 60 * 60 * 1000
 
@@ -34,6 +37,7 @@ class ServerOptions:
     api_keys: Sequence[str] = field(default_factory=tuple)
     grace_seconds: float = 30.0
     health_port: int = -1  # >= 0: also serve grpc.health.v1 alone, in plaintext, on this port (0 = any)
+    reflection_without_key: bool = False  # with api_keys: reflection answers callers without a key too
 
     @classmethod
     def from_args(cls, args) -> ServerOptions:
@@ -41,36 +45,55 @@ class ServerOptions:
             host=args.host, port=args.port, max_message_bytes=int(args.max_message_mb * 1024 * 1024),
             tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
             api_keys=tuple(k for k in args.api_keys.split(",") if k), grace_seconds=args.grace_seconds,
-            health_port=args.health_port,
+            health_port=args.health_port, reflection_without_key=args.reflection_without_key,
         )
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without a known ``x-api-key`` (health and reflection stay open for probes)."""
+    """With API keys configured, every call needs a known ``x-api-key``, whatever its method.
 
-    def __init__(self, keys: Sequence[str]):
-        self._keys = frozenset(keys)
+    Only grpc.health.v1 stays open (probes carry no key); reflection too when ``open_reflection``
+    (``--reflection-without-key``), since it lists every service and message. A method the server lacks is
+    refused like any other (UNAUTHENTICATED, not UNIMPLEMENTED), so a caller without a key learns nothing of
+    what is served. A key gRPC metadata may carry but no configured key equals (stray whitespace, control
+    or non-ASCII characters inside it) is simply unknown: UNAUTHENTICATED. Whitespace around a key is ignored
+    on both sides (configured and sent), as clients and files add it.
+    """
 
-        async def deny(request, context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown x-api-key metadata")
+    HEADER = API_KEY_HEADER
+    _HEALTH = "/grpc.health.v1.Health/"
+    _REFLECTION = "/grpc.reflection."  # v1 and v1alpha alike
 
-        self._deny = {
-            (False, False): grpc.unary_unary_rpc_method_handler(deny),
-            (False, True): grpc.unary_stream_rpc_method_handler(deny),
-            (True, False): grpc.stream_unary_rpc_method_handler(deny),
-            (True, True): grpc.stream_stream_rpc_method_handler(deny),
-        }
+    def __init__(self, keys: Sequence[str], open_reflection: bool = False):
+        """``keys``: the accepted keys (whitespace around each is dropped, as clients drop it); raises
+        StartupError for one that no gRPC client could send, naming the character."""
+        try:
+            self._keys = tuple(clean_api_key(key, "--api-keys").encode() for key in keys if key.strip())
+        except InvalidArgument as exc:
+            raise StartupError(str(exc)) from None
+        if not self._keys:
+            raise StartupError("--api-keys: no key given (leave it empty to serve without keys)")
+        self._open = (self._HEALTH, self._REFLECTION) if open_reflection else (self._HEALTH,)
+
+        async def deny(request_or_iterator, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"missing or unknown {self.HEADER} metadata")
+
+        # Streaming both ways: the deny reads no message, so it answers every kind of call, even unknown ones.
+        self._deny = grpc.stream_stream_rpc_method_handler(deny)
+
+    def _known(self, metadata) -> bool:
+        for item in metadata or ():
+            key, value = item
+            if key == self.HEADER:
+                given = (value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")).strip()
+                # hmac.compare_digest: no timing hint of how much of a key matched
+                return any(hmac.compare_digest(given, known) for known in self._keys)
+        return False
 
     async def intercept_service(self, continuation, details):
-        if details.method.startswith(_OPEN_METHODS):
+        if details.method.startswith(self._open) or self._known(details.invocation_metadata):
             return await continuation(details)
-        metadata = dict(details.invocation_metadata or ())
-        if metadata.get("x-api-key") in self._keys:
-            return await continuation(details)
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        return self._deny[(handler.request_streaming, handler.response_streaming)]
+        return self._deny
 
 
 class GrpcServer:
@@ -90,7 +113,8 @@ class GrpcServer:
             ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
             ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
         ]
-        interceptors = [ApiKeyInterceptor(options.api_keys)] if options.api_keys else []
+        interceptors = ([ApiKeyInterceptor(options.api_keys, options.reflection_without_key)]
+                        if options.api_keys else [])
         self.server = grpc.aio.server(options=limits, interceptors=interceptors)
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

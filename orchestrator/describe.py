@@ -6,23 +6,38 @@ from collections.abc import AsyncIterator, Callable
 
 from acestep_client.describe import validate_describe_task
 from acestep_client.errors import FailedPrecondition
+from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_client.proto.acestep.v1 import lm_pb2, orchestrator_pb2
 from orchestrator.pipeline import Backends
+from orchestrator.replicas import Restarted
 
 
-async def describe_events(
-    request: orchestrator_pb2.DescribeMusicRequest,
-    backends: Backends,
-    timeout: Callable[[], float | None] = lambda: None,
-) -> AsyncIterator[orchestrator_pb2.DescribeMusicResponse]:
-    """Validate here (a bad request never reaches the LM), then stream the LM's progress and description."""
+def prepare_describe(request: orchestrator_pb2.DescribeMusicRequest, backends: Backends) -> lm_pb2.DescribeRequest:
+    """The LM's request, once the task checks out (a bad request never reaches the LM, nor waits in the queue)."""
     mode = validate_describe_task(request.task)
     if backends.lm is None:
         raise FailedPrecondition(f"{mode} needs the LM service, and this deployment has none; configure --lm")
-    lm_request = lm_pb2.DescribeRequest(task=request.task, request_id=request.request_id)
-    async for response in backends.lm.stream("Describe", lm_request, timeout=timeout()):
+    return lm_pb2.DescribeRequest(task=request.task, request_id=request.request_id)
+
+
+async def describe_events(
+    request: orchestrator_pb2.DescribeMusicRequest | lm_pb2.DescribeRequest,
+    backends: Backends,
+    timeout: Callable[[], float | None] = lambda: None,
+) -> AsyncIterator[orchestrator_pb2.DescribeMusicResponse]:
+    """Stream the LM's progress and description; ``request`` may come prepared (:func:`prepare_describe`).
+
+    A replica lost before the description came is replaced and the task runs again there (progress restarts).
+    """
+    lm_request = request if isinstance(request, lm_pb2.DescribeRequest) else prepare_describe(request, backends)
+    assert backends.lm is not None  # prepare_describe refused a deployment without one
+    described: list[gen_pb2.SampleDescription] = []  # read by the restart rule as the stream goes
+    async for response in backends.lm.stream("Describe", lm_request, timeout=timeout, restart=lambda: not described):
+        if isinstance(response, Restarted):
+            continue
         kind = response.WhichOneof("event")
         if kind == "progress":
             yield orchestrator_pb2.DescribeMusicResponse(progress=response.progress)
         elif kind == "description":
+            described.append(response.description)
             yield orchestrator_pb2.DescribeMusicResponse(description=response.description)

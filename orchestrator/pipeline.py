@@ -1,11 +1,13 @@
 """One generate_music call over the LM and DiT services, as a stream of GenerateMusicResponse.
 
-validate (the request alone, then against the models the replicas report: ListModels) -> resolve
-seeds -> encode uploads on the DiT -> LM.Plan (when the request needs it) -> DiT.Synthesize,
-forwarding progress, every item's LM metadata and audio as they arrive. Everything a deployment can
-check is checked before any model work. Any failure raises; the server turns it into a gRPC status,
-so a half result is never reported as success. What the services did on their own (a caption cut,
-seeds ignored) ends in GenerationDone.warnings.
+prepare (the request alone, seeds resolved: no backend call, so the server runs it before taking a
+queue slot) -> check against the models the replicas report (ListModels) -> encode uploads on the DiT
+-> LM.Plan (when the request needs it) -> DiT.Synthesize, forwarding progress, every item's LM metadata
+and audio as they arrive. Everything a deployment can check is checked before any model work. A
+replica lost mid-plan is replaced (the plan is deterministic given the seeds); one lost mid-synthesis
+is replaced while no audio has reached the client, else the call ends UNAVAILABLE naming it. Any
+failure raises; the server turns it into a gRPC status, so a half result is never reported as success.
+What the services did on their own (a caption cut, seeds ignored) ends in GenerationDone.warnings.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import grpc
 from acestep_client import constants as c
 from acestep_client.audio_io import detect_format
 from acestep_client.convert import config_from_proto, params_from_proto, params_to_proto
-from acestep_client.errors import FailedPrecondition
+from acestep_client.errors import FailedPrecondition, InvalidArgument
 from acestep_client.keys import audio_key
 from acestep_client.proto.acestep.v1 import dit_pb2, lm_pb2, orchestrator_pb2
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_client.seeds import resolve_seeds
-from acestep_client.types import GenerationParams
+from acestep_client.types import GenerationConfig, GenerationParams
 from acestep_client.validation import (
     normalize_keyscale,
     normalize_timesignature,
@@ -34,10 +36,11 @@ from acestep_client.validation import (
     validate_params,
 )
 from acestep_client.wire_audio import stream_encoding_number
+from acestep_serving.errors import Unavailable
 from orchestrator.capabilities import ModelCatalog, check_request
 from orchestrator.notices import Notices, seed_warnings
-from orchestrator.planning import dit_conditions, lm_plan, sanitize_metadata, time_costs, with_cot
-from orchestrator.replicas import ReplicaPool
+from orchestrator.planning import LmPlan, dit_conditions, lm_plan, sanitize_metadata, time_costs, with_cot
+from orchestrator.replicas import ReplicaLost, ReplicaPool, Restarted
 from orchestrator.uploads import name_uploads, read_upload
 
 UPLOAD_CHUNK_BYTES = 1 << 20
@@ -68,6 +71,8 @@ class _Run:
     lm_costs: dict[str, float] = field(default_factory=dict)
     dit_costs: dict[str, float] = field(default_factory=dict)
     first_audio: float | None = None
+    audio_chunks: int = 0
+    items_done: int = 0
     notices: Notices = field(default_factory=Notices)
 
 
@@ -87,17 +92,29 @@ async def _encode(backends: Backends, data: bytes, filename: str, purpose: int, 
             yield dit_pb2.EncodeAudioRequest(format=fmt, filename=filename, purpose=purpose, seed=seed,
                                              data=data[offset: offset + UPLOAD_CHUNK_BYTES])
 
-    response = await backends.dit.unary_from_stream("EncodeAudio", requests, timeout=timeout())
+    response = await backends.dit.unary_from_stream("EncodeAudio", requests, timeout=timeout)
     return response.encoded
 
 
-async def generate_events(
-    request: orchestrator_pb2.GenerateMusicRequest,
-    backends: Backends,
-    timeout: Callable[[], float | None] = lambda: None,
-    on_first_audio: Callable[[float], None] = lambda seconds: None,
-) -> AsyncIterator[orchestrator_pb2.GenerateMusicResponse]:
-    run = _Run()
+@dataclass
+class Prepared:
+    """A generate_music request that passed every check needing no backend call, with what they produced."""
+
+    params: GenerationParams  # as the caller gave them (uploads named)
+    config: GenerationConfig
+    sent: GenerationParams  # what the services see
+    plan: LmPlan
+    seeds: list[int]
+    synth: dit_pb2.SynthesizeRequest  # seeds, request id and stream encoding so far
+    src_bytes: bytes | None
+    ref_bytes: bytes | None
+    notices: Notices
+
+
+def prepare_generation(request: orchestrator_pb2.GenerateMusicRequest, backends: Backends) -> Prepared:
+    """Everything checkable without calling a backend: params, config, stream encoding, the LM's presence, the
+    uploads (bytes and format). The server runs it before taking a queue slot, so bad input is refused as such
+    even when the server is full."""
     params = name_uploads(request, params_from_proto(request.params))
     config = config_from_proto(request.config)
     validate_params(params)
@@ -113,32 +130,53 @@ async def generate_events(
             f"this request needs the LM ({plan.reason}) but the deployment has no LM service; set thinking=False "
             "and use_cot_metas=False (or give audio_codes), or configure --lm"
         )
-    check_request(params, config.batch_size, await backends.dit_models.models())
-    if plan.needed and backends.lm_models is not None:
-        check_request(params, config.batch_size, await backends.lm_models.models(), gen_pb2.MODEL_KIND_LM)
     src_bytes = (read_upload(request.src_audio, "src_audio", params.src_audio, backends.audio_root)
                  if params.src_audio else None)
     ref_bytes = (read_upload(request.reference_audio, "reference_audio", params.reference_audio, backends.audio_root)
                  if params.reference_audio else None)
+    for name, data in (("src_audio", src_bytes), ("reference_audio", ref_bytes)):
+        if data is not None:  # not wav, flac or mp3: refused now rather than after the queue
+            try:
+                detect_format(data)
+            except InvalidArgument as exc:
+                raise InvalidArgument(name, str(exc).removeprefix("audio: ")) from None
     seeds = resolve_seeds(params, config)
-    run.notices.add(*seed_warnings(config))
-
+    notices = Notices()
+    notices.add(*seed_warnings(config))
     synth = dit_pb2.SynthesizeRequest(seeds=seeds, request_id=request.request_id, stream_encoding=stream_encoding)
-    if src_bytes is not None:
+    return Prepared(params, config, sent, plan, seeds, synth, src_bytes, ref_bytes, notices)
+
+
+async def generate_events(
+    request: orchestrator_pb2.GenerateMusicRequest | Prepared,
+    backends: Backends,
+    timeout: Callable[[], float | None] = lambda: None,
+    on_first_audio: Callable[[float], None] = lambda seconds: None,
+) -> AsyncIterator[orchestrator_pb2.GenerateMusicResponse]:
+    """The request's events; ``request`` may come prepared (:func:`prepare_generation`), as the server does."""
+    run = _Run()
+    prep = request if isinstance(request, Prepared) else prepare_generation(request, backends)
+    params, sent, plan, seeds, synth = prep.params, prep.sent, prep.plan, prep.seeds, prep.synth
+    run.notices = prep.notices
+    check_request(params, prep.config.batch_size, await backends.dit_models.models())
+    if plan.needed and backends.lm_models is not None:
+        check_request(params, prep.config.batch_size, await backends.lm_models.models(), gen_pb2.MODEL_KIND_LM)
+
+    if prep.src_bytes is not None:
         yield _progress(gen_pb2.STAGE_ENCODE, "encode", 0.0, "encoding source audio")
-        synth.src_audio.CopyFrom(await _encode(backends, src_bytes, params.src_audio, dit_pb2.ENCODE_PURPOSE_SOURCE,
-                                               seeds[0], timeout))
+        synth.src_audio.CopyFrom(await _encode(backends, prep.src_bytes, params.src_audio,
+                                               dit_pb2.ENCODE_PURPOSE_SOURCE, seeds[0], timeout))
         if params.task_type == "repaint" and params.repaint_mode != "aggressive":
-            _add_splice_source(synth, src_bytes, params.src_audio, backends.max_message_bytes, run.notices)
-    if ref_bytes is not None:
+            _add_splice_source(synth, prep.src_bytes, params.src_audio, backends.max_message_bytes, run.notices)
+    if prep.ref_bytes is not None:
         yield _progress(gen_pb2.STAGE_ENCODE, "encode", 0.5, "encoding reference audio")
-        synth.reference_audio.CopyFrom(await _encode(backends, ref_bytes, params.reference_audio,
+        synth.reference_audio.CopyFrom(await _encode(backends, prep.ref_bytes, params.reference_audio,
                                                      dit_pb2.ENCODE_PURPOSE_REFERENCE, seeds[0], timeout))
 
     metadata_by_item: dict[int, dict] = {}
     codes_by_item: dict[int, list[int]] = {}
     if plan.needed:
-        async for event in _plan(backends.lm, sent, config, seeds, plan.generate_codes, request.request_id,
+        async for event in _plan(backends.lm, sent, prep.config, seeds, plan.generate_codes, synth.request_id,
                                  timeout, metadata_by_item, codes_by_item, run):
             yield event
         if plan.generate_codes and sorted(codes_by_item) != list(range(len(seeds))):
@@ -152,7 +190,11 @@ async def generate_events(
         synth.audio_codes.extend(gen_pb2.ItemCodes(item_index=i, codes=codes) for i, codes in codes_by_item.items())
     synth.params.CopyFrom(params_to_proto(conditions))
 
-    async for response in _dit_stream(backends, synth, timeout):
+    async for response in _dit_stream(backends, synth, timeout, run):
+        if isinstance(response, Restarted):
+            yield _progress(gen_pb2.STAGE_DIFFUSION, "dit", 0.0, f"DiT replica {response.lost} was lost before "
+                            "any audio; synthesizing again on another replica")
+            continue
         kind = response.WhichOneof("event")
         if kind == "progress":
             p = response.progress
@@ -160,12 +202,14 @@ async def generate_events(
         elif kind == "warning":
             run.notices.add(response.warning)
         elif kind == "audio_chunk":
+            run.audio_chunks += 1
             if run.first_audio is None:
                 run.first_audio = time.perf_counter() - run.started
                 on_first_audio(run.first_audio)
             yield orchestrator_pb2.GenerateMusicResponse(audio_chunk=response.audio_chunk)
         elif kind == "item_done":
             done = response.item_done
+            run.items_done += 1
             yield _progress(gen_pb2.STAGE_DECODE, "decode", (done.item_index + 1) / len(seeds),
                             f"item {done.item_index + 1}/{len(seeds)} decoded")
             yield orchestrator_pb2.GenerateMusicResponse(item_result=_item_result(
@@ -194,24 +238,46 @@ def _add_splice_source(synth: dit_pb2.SynthesizeRequest, data: bytes, filename: 
     synth.src_waveform.CopyFrom(gen_pb2.AudioInput(data=data, format=_FORMATS[detect_format(data)], filename=filename))
 
 
-async def _dit_stream(backends: Backends, synth: dit_pb2.SynthesizeRequest, timeout):
-    """DiT.Synthesize; a failure makes the next request ask the replicas for their models again."""
+async def _dit_stream(backends: Backends, synth: dit_pb2.SynthesizeRequest, timeout, run: _Run):
+    """DiT.Synthesize, started over on another replica if one is lost before any audio reached the client; a
+    failure makes the next request ask the replicas for their models again."""
     try:
-        async for response in backends.dit.stream("Synthesize", synth, timeout=timeout()):
+        async for response in backends.dit.stream("Synthesize", synth, timeout=timeout,
+                                                  restart=lambda: run.first_audio is None):
             yield response
+    except ReplicaLost as lost:
+        backends.dit_models.invalidate()
+        raise Unavailable(
+            f"the DiT replica {lost.target} was lost after streaming {run.audio_chunks} audio chunk(s) "
+            f"({run.items_done}/{len(synth.seeds)} item(s) complete): {lost.details}; the audio already sent is "
+            "incomplete, retry the request") from None
     except grpc.aio.AioRpcError:
         backends.dit_models.invalidate()
         raise
 
 
-async def _plan(lm: ReplicaPool, params: GenerationParams, config, seeds: list[int], generate_codes: bool,
-                request_id: str, timeout, metadata_by_item: dict, codes_by_item: dict, run: _Run):
+async def _plan(lm: ReplicaPool, params: GenerationParams, config: GenerationConfig, seeds: list[int],
+                generate_codes: bool, request_id: str, timeout, metadata_by_item: dict, codes_by_item: dict,
+                run: _Run):
+    """LM.Plan, its progress and each item's metadata forwarded as they come.
+
+    A replica lost mid-plan is replaced and the plan runs again (it is deterministic given the seeds): metadata
+    the client already has is not sent twice, and must come out the same, else the request fails UNAVAILABLE
+    (the client would hold an item's metadata that its result contradicts).
+    """
     plan_request = lm_pb2.PlanRequest(
         params=params_to_proto(params), seeds=seeds, lm_batch_chunk_size=config.lm_batch_chunk_size,
         constrained_decoding_debug=config.constrained_decoding_debug, generate_codes=generate_codes,
         request_id=request_id)
     yield _progress(gen_pb2.STAGE_LM_PHASE1, "lm1", 0.0, "LM: planning")
-    async for response in lm.stream("Plan", plan_request, timeout=timeout()):
+    forwarded: dict[int, gen_pb2.LmMetadata] = {}
+    lost = ""
+    async for response in lm.stream("Plan", plan_request, timeout=timeout, restart=lambda: True):
+        if isinstance(response, Restarted):
+            lost = response.lost
+            yield _progress(gen_pb2.STAGE_LM_PHASE1, "lm1", 0.0,
+                            f"LM replica {lost} was lost mid-plan; planning again on another replica")
+            continue
         kind = response.WhichOneof("event")
         if kind == "progress":
             p = response.progress
@@ -224,7 +290,15 @@ async def _plan(lm: ReplicaPool, params: GenerationParams, config, seeds: list[i
             streamed = gen_pb2.LmMetadata()
             streamed.CopyFrom(meta.metadata)
             streamed.item_index = meta.item_index  # every item plans on its own: each one's, indexed
-            yield orchestrator_pb2.GenerateMusicResponse(lm_metadata=streamed)
+            before = forwarded.get(meta.item_index)
+            if before is None:
+                forwarded[meta.item_index] = streamed
+                yield orchestrator_pb2.GenerateMusicResponse(lm_metadata=streamed)
+            elif before != streamed:
+                raise Unavailable(
+                    f"the LM replica {lost} was lost mid-plan and the replica that planned again wrote other "
+                    f"metadata for item {meta.item_index} than was already streamed (the replicas differ in model "
+                    "or backend); retry the request")
         elif kind == "warning":
             run.notices.add(response.warning)
         elif kind == "codes":

@@ -3,8 +3,16 @@
 gRPC keeps connections open, so a Kubernetes Service would pin the orchestrator to one pod; we
 balance per call instead. ``--dit a:1,b:2`` makes one channel per address and rotates; a single DNS
 name (``dns:///dit-headless:50052``) makes one channel whose round_robin policy spreads over every
-address the name resolves to. A call that fails UNAVAILABLE before its first response did no work
-and is retried on the next replica; anything later is the caller's error to see.
+address the name resolves to.
+
+Retry rules. A call refused before its first response, UNAVAILABLE (unreachable, loading, draining)
+or RESOURCE_EXHAUSTED (its queue is full), did no work the caller saw and goes to the next replica.
+A replica lost mid-stream (UNAVAILABLE after responses: killed, or drained past its grace) starts the
+call over on the next replica only when the caller says that is safe (``restart``: nothing it
+forwarded would change, e.g. the LM's plan, deterministic given the seeds); the caller then gets a
+:class:`Restarted` marker to rebuild what it derived from the lost stream. Otherwise the call ends in
+:class:`ReplicaLost`, an UNAVAILABLE naming the replica and how far it got. Any other status is the
+caller's to see.
 """
 
 from __future__ import annotations
@@ -13,16 +21,46 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from acestep_serving.errors import Unavailable
+
 log = logging.getLogger(__name__)
+
+RETRIED_BEFORE_START = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+Timeout = float | Callable[[], float | None] | None
 
 
 def parse_targets(spec: str | Sequence[str]) -> list[str]:
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     return [t.strip() for t in items if t and t.strip()]
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """Yielded by :meth:`ReplicaPool.stream` when ``lost`` went away after ``responses`` responses and the call
+    starts over on the next replica: what the caller built from the lost stream is about to come again."""
+
+    method: str
+    lost: str
+    responses: int
+    details: str
+
+
+class ReplicaLost(Unavailable):
+    """A replica went away mid-stream and starting over was not safe (the caller had forwarded its output)."""
+
+    def __init__(self, method: str, target: str, responses: int, details: str):
+        self.method, self.target, self.responses, self.details = method, target, responses, details
+        super().__init__(f"{method} on replica {target} was lost after {responses} response(s): {details}")
+
+
+def _seconds(timeout: Timeout) -> float | None:
+    """A deadline in seconds for the next attempt: a callable (the caller's time remaining) is asked each time."""
+    return timeout() if callable(timeout) else timeout
 
 
 class ReplicaPool:
@@ -56,44 +94,62 @@ class ReplicaPool:
         self._turn = itertools.count()
         self.metadata = tuple(metadata)
 
-    def _rotation(self) -> list[Any]:
+    def _rotation(self) -> list[tuple[str, Any]]:
+        """(address, stub) in the order this call tries them."""
         start = next(self._turn) % len(self._stubs)
         attempts = max(len(self._stubs), 2)  # a single DNS channel still gets one retry on another address
-        return [self._stubs[(start + i) % len(self._stubs)] for i in range(attempts)]
+        return [(self.targets[(start + i) % len(self._stubs)], self._stubs[(start + i) % len(self._stubs)])
+                for i in range(attempts)]
 
-    async def stream(self, method: str, request: Any, timeout: float | None = None) -> AsyncIterator[Any]:
-        """Server-streaming call with retry-before-first-response."""
-        last: grpc.aio.AioRpcError | None = None
-        for stub in self._rotation():
-            call = getattr(stub, method)(request, timeout=timeout, metadata=self.metadata)
-            started = False
+    async def stream(
+        self, method: str, request: Any, timeout: Timeout = None, restart: Callable[[], bool] = lambda: False,
+    ) -> AsyncIterator[Any]:
+        """Server-streaming call under the module's retry rules: the responses, with a :class:`Restarted` before
+        those of a replica that took over mid-stream. ``restart()`` is asked when a replica is lost mid-stream."""
+        last: Exception | None = None
+        rotation = self._rotation()
+        for attempt, (target, stub) in enumerate(rotation):
+            call = getattr(stub, method)(request, timeout=_seconds(timeout), metadata=self.metadata)
+            responses = 0
             try:
                 async for response in call:
-                    started = True
+                    responses += 1
                     yield response
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or started:
+                code, details = exc.code(), exc.details() or exc.code().name
+                if responses == 0 and code in RETRIED_BEFORE_START:
+                    log.warning("%s refused by replica %s (%s: %s); trying the next", method, target, code.name,
+                                details)
+                    last = exc
+                    continue
+                if code != grpc.StatusCode.UNAVAILABLE or responses == 0:
                     raise
-                log.warning("%s unavailable on a replica (%s); trying the next", method, exc.details())
-                last = exc
+                if attempt == len(rotation) - 1 or not restart():
+                    raise ReplicaLost(method, target, responses, details) from None
+                log.warning("%s: replica %s lost after %d response(s) (%s); starting over on the next", method,
+                            target, responses, details)
+                last = ReplicaLost(method, target, responses, details)
+                yield Restarted(method, target, responses, details)
             finally:
                 call.cancel()  # no-op when finished; stops the replica's work when we are cancelled
         assert last is not None
         raise last
 
     async def unary_from_stream(
-        self, method: str, make_requests: Callable[[], AsyncIterator[Any]], timeout: float | None = None
+        self, method: str, make_requests: Callable[[], AsyncIterator[Any]], timeout: Timeout = None
     ) -> Any:
-        """Client-streaming call; ``make_requests`` is called again for a retry."""
+        """Client-streaming call; ``make_requests`` is called again for a retry (rules as for a stream's start)."""
         last: grpc.aio.AioRpcError | None = None
-        for stub in self._rotation():
+        for target, stub in self._rotation():
             try:
-                return await getattr(stub, method)(make_requests(), timeout=timeout, metadata=self.metadata)
+                return await getattr(stub, method)(make_requests(), timeout=_seconds(timeout),
+                                                   metadata=self.metadata)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                if exc.code() not in RETRIED_BEFORE_START:
                     raise
-                log.warning("%s unavailable on a replica (%s); trying the next", method, exc.details())
+                log.warning("%s refused by replica %s (%s: %s); trying the next", method, target, exc.code().name,
+                            exc.details())
                 last = exc
         assert last is not None
         raise last

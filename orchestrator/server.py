@@ -12,17 +12,19 @@ from pathlib import Path
 
 import grpc
 
-from acestep_client.client import read_pem
+from acestep_client.client import API_KEY_HEADER, clean_api_key, read_pem
 from acestep_client.constants import SAMPLE_RATE
+from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestrator_pb2_grpc
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_serving.admission import Admission
 from acestep_serving.metrics import ServiceMetrics
+from acestep_serving.preflight import StartupError
 from acestep_serving.rpc import guarded_stream
 from acestep_serving.runner import open_side_ports
 from acestep_serving.server import GrpcServer, ServerOptions
-from orchestrator.describe import describe_events
-from orchestrator.pipeline import Backends, generate_events
+from orchestrator.describe import describe_events, prepare_describe
+from orchestrator.pipeline import Backends, Prepared, generate_events, prepare_generation
 from orchestrator.replicas import ReplicaPool, parse_targets
 
 log = logging.getLogger(__name__)
@@ -63,10 +65,10 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
         start = time.perf_counter()
         audio_frames = 0
 
-        async def events():
+        async def events(prepared: Prepared):
             nonlocal audio_frames
             async for event in generate_events(
-                request, self.backends, timeout=context.time_remaining,
+                prepared, self.backends, timeout=context.time_remaining,
                 on_first_audio=self.metrics.first_audio_seconds.labels("orchestrator").observe,
             ):
                 if event.WhichOneof("event") == "item_result":
@@ -76,17 +78,21 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
             self.metrics.e2e_seconds.labels("orchestrator").observe(elapsed)
             self.metrics.rtf.labels("orchestrator").observe(audio_frames / SAMPLE_RATE / max(elapsed, 1e-9))
 
+        def open_stream():  # checks run here, before guarded_stream takes a queue slot
+            return events(prepare_generation(request, self.backends))
+
         def count(code: grpc.StatusCode) -> None:
             self.metrics.generations.labels("orchestrator", task_type, code.name).inc()
 
-        async for event in guarded_stream(context, self.metrics, "GenerateMusic", self.admission, events, count):
+        async for event in guarded_stream(context, self.metrics, "GenerateMusic", self.admission, open_stream, count):
             yield event
 
     async def DescribeMusic(self, request, context):
-        def events():
-            return describe_events(request, self.backends, timeout=context.time_remaining)
+        def open_stream():  # checks run here, before guarded_stream takes a queue slot
+            lm_request = prepare_describe(request, self.backends)
+            return describe_events(lm_request, self.backends, timeout=context.time_remaining)
 
-        async for event in guarded_stream(context, self.metrics, "DescribeMusic", self.admission, events):
+        async for event in guarded_stream(context, self.metrics, "DescribeMusic", self.admission, open_stream):
             yield event
 
     async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
@@ -128,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def backend_metadata(key: str) -> tuple[tuple[str, str], ...]:
+    """The x-api-key sent to the LM and DiT (whitespace around it dropped); StartupError for one gRPC cannot send."""
+    try:
+        key = clean_api_key(key, "--backend-api-key")
+    except InvalidArgument as exc:
+        raise StartupError(str(exc)) from None
+    return ((API_KEY_HEADER, key),) if key else ()
+
+
 def backend_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     """TLS (and mTLS with a client certificate) towards the LM and DiT services, or None for plaintext."""
     if bool(args.backend_client_cert) != bool(args.backend_client_key):
@@ -146,7 +161,7 @@ def backend_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | N
 async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str], None] = print) -> RunningOrchestrator:
     pool_options = {
         "max_message_bytes": int(args.max_message_mb * 1024 * 1024),
-        "metadata": (("x-api-key", args.backend_api_key),) if args.backend_api_key else (),
+        "metadata": backend_metadata(args.backend_api_key),
         "credentials": backend_credentials(args),
         "tls_server_name": args.backend_tls_server_name,
     }

@@ -114,6 +114,11 @@ def test_full_queue_answers_resource_exhausted_and_chunks_stay_small(tiny_root):
             first = await long_call.read()  # the long request holds the only slot now
             with pytest.raises(grpc.aio.AioRpcError) as excinfo:
                 await stub.Synthesize(_synthesize_request(10)).read()
+            bad = _synthesize_request(10)
+            bad.stream_encoding = 99
+            with pytest.raises(grpc.aio.AioRpcError) as refused_bad:  # checked before the queue: no slot needed
+                await stub.Synthesize(bad).read()
+            assert refused_bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused_bad.value.details()
             long_call.cancel()
             for _ in range(200):  # the cancelled call frees its slot once its worker stops between steps
                 if running.servicer.admission.running == 0:
@@ -133,6 +138,51 @@ def test_full_queue_answers_resource_exhausted_and_chunks_stay_small(tiny_root):
     assert freed, "cancelling the running request did not free its slot"
     assert sum(sizes) == 30 * 48_000 * 2 * 4  # 30 s of stereo float32, nothing lost or repeated
     assert max(sizes) <= 1 << 20
+
+
+def test_a_full_orchestrator_still_answers_bad_requests_invalid_argument(stack):
+    """Everything checkable without a backend call is checked before a queue slot is taken."""
+    from acestep_client.convert import config_to_proto
+    from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
+    from acestep_client.proto.acestep.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+
+    def request(params: GenerationParams, **fields) -> orchestrator_pb2.GenerateMusicRequest:
+        return orchestrator_pb2.GenerateMusicRequest(params=params_to_proto(params),
+                                                     config=config_to_proto(GenerationConfig(batch_size=1)), **fields)
+
+    bad = {
+        "params": request(GenerationParams(caption="x", bpm=500)),
+        "stream encoding": request(FAST, stream_encoding=99),
+        "upload": request(GenerationParams(caption="x", task_type="cover", thinking=False),
+                          src_audio=gen_pb2.AudioInput(data=b"not audio at all")),
+    }
+    bad_describe = orchestrator_pb2.DescribeMusicRequest(task=gen_pb2.DescribeTask(
+        create_sample=gen_pb2.CreateSampleInput(query="x"), sampling=gen_pb2.LmTextSampling(top_k=-1)))
+
+    async def start():
+        args = build_parser().parse_args(["--port", "0", "--dit", stack.stack.dit.address, "--lm",
+                                          stack.stack.lm.address, "--max-concurrency", "1", "--queue-size", "0"])
+        return await start_orchestrator(args, announce=lambda line: None)
+
+    orchestrator = stack.run(start())
+    codes = {}
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{orchestrator.port}") as channel:
+            stub = orchestrator_pb2_grpc.MusicGenerationServiceStub(channel)
+            long_call = stub.GenerateMusic(request(GenerationParams(caption="very long song", duration=600)))
+            next(long_call)  # the first event comes once admitted: the only slot is taken
+            for name, message in [*bad.items(), ("a good request", request(FAST))]:
+                with pytest.raises(grpc.RpcError) as excinfo:
+                    list(stub.GenerateMusic(message, timeout=30))
+                codes[name] = excinfo.value.code()
+            with pytest.raises(grpc.RpcError) as excinfo:
+                list(stub.DescribeMusic(bad_describe, timeout=30))
+            codes["describe"] = excinfo.value.code()
+            long_call.cancel()
+    finally:
+        stack.run(orchestrator.stop())
+    assert codes.pop("a good request") == grpc.StatusCode.RESOURCE_EXHAUSTED  # the server is full
+    assert codes == dict.fromkeys(codes, grpc.StatusCode.INVALID_ARGUMENT)
 
 
 def test_api_keys_guard_the_front_door(stack):

@@ -1,4 +1,5 @@
-"""Reflection answers on grpc.reflection.v1 (what grpcurl and Postman try first) as on v1alpha, keys or not."""
+"""Reflection answers on grpc.reflection.v1 (what grpcurl and Postman try first) as on v1alpha (with API keys set,
+to callers with a key: tests/serving/test_auth.py covers who may call what)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def _ask(address: str, path: str, request: reflection_pb2.ServerReflectionReques
     with grpc.insecure_channel(address) as channel:
         call = channel.stream_stream(path, request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
                                      response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
-        (response,) = list(call(iter([request]), timeout=10))
+        (response,) = list(call(iter([request]), metadata=(("x-api-key", "secret"),), timeout=10))
     return response
 
 
@@ -36,14 +37,14 @@ async def _with_server(scenario):
         await server.drain_and_stop(0)
 
 
-async def test_v1_reflection_lists_and_describes_services_without_an_api_key():
+async def test_v1_reflection_lists_and_describes_services():
     def scenario(address):
         listed = {path: {s.name for s in _ask(address, path, reflection_pb2.ServerReflectionRequest(
             list_services="")).list_services_response.service} for path in (V1, V1ALPHA)}
         described = _ask(address, V1, reflection_pb2.ServerReflectionRequest(file_containing_symbol=DIT))
         v1_itself = _ask(address, V1, reflection_pb2.ServerReflectionRequest(
             file_containing_symbol="grpc.reflection.v1.ServerReflection"))
-        with grpc.insecure_channel(address) as channel:  # everything else still needs the key
+        with grpc.insecure_channel(address) as channel:  # the services need the key too
             try:
                 dit_pb2_grpc.DiffusionServiceStub(channel).ListModels(gen_pb2.ListModelsRequest(), timeout=10)
                 denied = None
