@@ -96,3 +96,6 @@ REPAINT_WAV_CROSSFADE_SEC_RANGE = (0.0, 1.0)  # upstream checks none; its derive
 FLOW_EDIT_TASKS = ("text2music", "cover", "cover-nofsq")  # upstream's flow-edit overlay v1
 FLOW_EDIT_N_RANGE = (0.0, 1.0)
 FLOW_EDIT_N_AVG_RANGE = (1, 8)  # upstream's UI slider
+# Logical model and adapter names (never paths): what a checkpoint folder or adapter file may be called.
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+ADAPTER_SCALE_RANGE = (0.0, 1.0)  # upstream's /v1/lora/scale

@@ -98,6 +98,11 @@ class GenerationParams:
     flow_edit_n_min: float = 0.0  # fraction of the schedule skipped before the edit
     flow_edit_n_max: float = 1.0  # fraction where the edit stops; the target alone denoises the rest
     flow_edit_n_avg: int = 1  # noise draws averaged per edit step
+    # Models per request (logical names from ListModels; "" = the deployment's default).
+    dit_model: str = ""
+    lm_model: str = ""
+    adapter: str = ""  # a LoRA/LoKr adapter of the DiT; "" = none
+    adapter_scale: float = 1.0  # 0-1: the adapter's strength; 0 gives the base model's audio
 
     def validate(self) -> None:
         """Raise InvalidArgument naming the first field out of range."""

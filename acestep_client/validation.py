@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from acestep_client import constants as c
 from acestep_client.errors import InvalidArgument
 
+_MODEL_NAME = re.compile(c.MODEL_NAME_PATTERN)
+
 if TYPE_CHECKING:
     from acestep_client.types import GenerationConfig, GenerationParams
 
@@ -270,6 +272,19 @@ def validate_editing(p: GenerationParams) -> None:
     check_max_chars("global_caption", p.global_caption, c.GLOBAL_CAPTION_MAX_CHARS)
     check_range("repaint_wav_crossfade_sec", p.repaint_wav_crossfade_sec, *c.REPAINT_WAV_CROSSFADE_SEC_RANGE)
     validate_flow_edit(p)
+    validate_models(p)
+
+
+def validate_models(p: GenerationParams) -> None:
+    """Model and adapter names are logical names, never paths; the scale is upstream's 0-1."""
+    for name in ("dit_model", "lm_model", "adapter"):
+        value = getattr(p, name)
+        if not isinstance(value, str):
+            raise InvalidArgument(name, f"must be a string, got {type(value).__name__}")
+        if value and not _MODEL_NAME.fullmatch(value):
+            raise InvalidArgument(name, f"must be a model name as ListModels reports it (letters, digits, '.', '_', "
+                                        f"'-'; at most 128 characters; no paths), got {value[:64]!r}")
+    check_range("adapter_scale", p.adapter_scale, *c.ADAPTER_SCALE_RANGE)
 
 
 def validate_flow_edit(p: GenerationParams) -> None:

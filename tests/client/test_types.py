@@ -81,6 +81,11 @@ SPEC_PARAMS = {
     "flow_edit_n_min": ("float", 0.0),
     "flow_edit_n_max": ("float", 1.0),
     "flow_edit_n_avg": ("int", 1),
+    # Models per request (issue 13): logical names, "" = the deployment's default
+    "dit_model": ("str", ""),
+    "lm_model": ("str", ""),
+    "adapter": ("str", ""),
+    "adapter_scale": ("float", 1.0),
 }
 
 SPEC_CONFIG = {

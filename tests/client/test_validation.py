@@ -124,3 +124,21 @@ def test_helpers():
                                                   ("C Major", "C Major"), ("", "")])
 def test_keyscale_spellings_normalise(given, canonical):
     assert normalize_keyscale(given) == canonical
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("dit_model", "../checkpoints/x"), ("lm_model", "/abs/path"), ("adapter", "a b"), ("adapter", "x" * 129),
+    ("dit_model", "-leading-dash"),
+])
+def test_model_and_adapter_names_are_logical_names_never_paths(field, value):
+    with pytest.raises(InvalidArgument) as error:
+        GenerationParams(caption="x", **{field: value}).validate()
+    assert error.value.field == field and "no paths" in str(error.value)
+
+
+def test_adapter_scale_is_upstreams_zero_to_one():
+    GenerationParams(caption="x", dit_model="acestep-v15-xl-sft", lm_model="acestep-5Hz-lm-4B",
+                     adapter="my-lofi_lora.v2", adapter_scale=0.0).validate()
+    with pytest.raises(InvalidArgument) as error:
+        GenerationParams(caption="x", adapter="a", adapter_scale=1.5).validate()
+    assert error.value.field == "adapter_scale" and "between 0 and 1" in str(error.value)

@@ -41,6 +41,7 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
     MODEL_KIND_DIT: _ClassVar[ModelKind]
     MODEL_KIND_LM: _ClassVar[ModelKind]
+    MODEL_KIND_ADAPTER: _ClassVar[ModelKind]
 
 class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -76,6 +77,7 @@ STREAM_ENCODING_OPUS: StreamEncoding
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_DIT: ModelKind
 MODEL_KIND_LM: ModelKind
+MODEL_KIND_ADAPTER: ModelKind
 STAGE_UNSPECIFIED: Stage
 STAGE_QUEUED: Stage
 STAGE_ENCODE: Stage
@@ -87,7 +89,7 @@ STAGE_DONE: Stage
 STAGE_LM_DESCRIBE: Stage
 
 class GenerationParams(_message.Message):
-    __slots__ = ("task_type", "instruction", "reference_audio", "src_audio", "audio_codes", "caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature", "duration", "inference_steps", "seed", "guidance_scale", "use_adg", "cfg_interval_start", "cfg_interval_end", "repainting_start", "repainting_end", "audio_cover_strength", "thinking", "lm_temperature", "lm_cfg_scale", "lm_top_k", "lm_top_p", "lm_negative_prompt", "use_cot_metas", "use_cot_caption", "use_cot_lyrics", "use_cot_language", "use_constrained_decoding", "cot_bpm", "cot_keyscale", "cot_timesignature", "cot_duration", "cot_vocal_language", "cot_caption", "cot_lyrics", "shift", "infer_method", "timesteps", "sampler_mode", "velocity_norm_threshold", "velocity_ema_factor", "dcw_enabled", "dcw_mode", "dcw_scaler", "dcw_high_scaler", "dcw_wavelet", "fade_in_duration", "fade_out_duration", "enable_normalization", "normalization_db", "latent_shift", "latent_rescale", "retake_seed", "retake_variance", "repaint_mode", "repaint_strength", "repaint_latent_crossfade_frames", "repaint_wav_crossfade_sec", "chunk_mask_mode", "cover_noise_strength", "global_caption", "flow_edit_morph", "flow_edit_source_caption", "flow_edit_source_lyrics", "flow_edit_n_min", "flow_edit_n_max", "flow_edit_n_avg")
+    __slots__ = ("task_type", "instruction", "reference_audio", "src_audio", "audio_codes", "caption", "lyrics", "instrumental", "vocal_language", "bpm", "keyscale", "timesignature", "duration", "inference_steps", "seed", "guidance_scale", "use_adg", "cfg_interval_start", "cfg_interval_end", "repainting_start", "repainting_end", "audio_cover_strength", "thinking", "lm_temperature", "lm_cfg_scale", "lm_top_k", "lm_top_p", "lm_negative_prompt", "use_cot_metas", "use_cot_caption", "use_cot_lyrics", "use_cot_language", "use_constrained_decoding", "cot_bpm", "cot_keyscale", "cot_timesignature", "cot_duration", "cot_vocal_language", "cot_caption", "cot_lyrics", "shift", "infer_method", "timesteps", "sampler_mode", "velocity_norm_threshold", "velocity_ema_factor", "dcw_enabled", "dcw_mode", "dcw_scaler", "dcw_high_scaler", "dcw_wavelet", "fade_in_duration", "fade_out_duration", "enable_normalization", "normalization_db", "latent_shift", "latent_rescale", "retake_seed", "retake_variance", "repaint_mode", "repaint_strength", "repaint_latent_crossfade_frames", "repaint_wav_crossfade_sec", "chunk_mask_mode", "cover_noise_strength", "global_caption", "flow_edit_morph", "flow_edit_source_caption", "flow_edit_source_lyrics", "flow_edit_n_min", "flow_edit_n_max", "flow_edit_n_avg", "dit_model", "lm_model", "adapter", "adapter_scale")
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_AUDIO_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +162,10 @@ class GenerationParams(_message.Message):
     FLOW_EDIT_N_MIN_FIELD_NUMBER: _ClassVar[int]
     FLOW_EDIT_N_MAX_FIELD_NUMBER: _ClassVar[int]
     FLOW_EDIT_N_AVG_FIELD_NUMBER: _ClassVar[int]
+    DIT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    LM_MODEL_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_SCALE_FIELD_NUMBER: _ClassVar[int]
     task_type: TaskType
     instruction: str
     reference_audio: str
@@ -232,7 +238,11 @@ class GenerationParams(_message.Message):
     flow_edit_n_min: float
     flow_edit_n_max: float
     flow_edit_n_avg: int
-    def __init__(self, task_type: _Optional[_Union[TaskType, str]] = ..., instruction: _Optional[str] = ..., reference_audio: _Optional[str] = ..., src_audio: _Optional[str] = ..., audio_codes: _Optional[str] = ..., caption: _Optional[str] = ..., lyrics: _Optional[str] = ..., instrumental: _Optional[bool] = ..., vocal_language: _Optional[str] = ..., bpm: _Optional[int] = ..., keyscale: _Optional[str] = ..., timesignature: _Optional[str] = ..., duration: _Optional[float] = ..., inference_steps: _Optional[int] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., use_adg: _Optional[bool] = ..., cfg_interval_start: _Optional[float] = ..., cfg_interval_end: _Optional[float] = ..., repainting_start: _Optional[float] = ..., repainting_end: _Optional[float] = ..., audio_cover_strength: _Optional[float] = ..., thinking: _Optional[bool] = ..., lm_temperature: _Optional[float] = ..., lm_cfg_scale: _Optional[float] = ..., lm_top_k: _Optional[int] = ..., lm_top_p: _Optional[float] = ..., lm_negative_prompt: _Optional[str] = ..., use_cot_metas: _Optional[bool] = ..., use_cot_caption: _Optional[bool] = ..., use_cot_lyrics: _Optional[bool] = ..., use_cot_language: _Optional[bool] = ..., use_constrained_decoding: _Optional[bool] = ..., cot_bpm: _Optional[int] = ..., cot_keyscale: _Optional[str] = ..., cot_timesignature: _Optional[str] = ..., cot_duration: _Optional[float] = ..., cot_vocal_language: _Optional[str] = ..., cot_caption: _Optional[str] = ..., cot_lyrics: _Optional[str] = ..., shift: _Optional[float] = ..., infer_method: _Optional[str] = ..., timesteps: _Optional[_Iterable[float]] = ..., sampler_mode: _Optional[str] = ..., velocity_norm_threshold: _Optional[float] = ..., velocity_ema_factor: _Optional[float] = ..., dcw_enabled: _Optional[bool] = ..., dcw_mode: _Optional[str] = ..., dcw_scaler: _Optional[float] = ..., dcw_high_scaler: _Optional[float] = ..., dcw_wavelet: _Optional[str] = ..., fade_in_duration: _Optional[float] = ..., fade_out_duration: _Optional[float] = ..., enable_normalization: _Optional[bool] = ..., normalization_db: _Optional[float] = ..., latent_shift: _Optional[float] = ..., latent_rescale: _Optional[float] = ..., retake_seed: _Optional[int] = ..., retake_variance: _Optional[float] = ..., repaint_mode: _Optional[str] = ..., repaint_strength: _Optional[float] = ..., repaint_latent_crossfade_frames: _Optional[int] = ..., repaint_wav_crossfade_sec: _Optional[float] = ..., chunk_mask_mode: _Optional[str] = ..., cover_noise_strength: _Optional[float] = ..., global_caption: _Optional[str] = ..., flow_edit_morph: _Optional[bool] = ..., flow_edit_source_caption: _Optional[str] = ..., flow_edit_source_lyrics: _Optional[str] = ..., flow_edit_n_min: _Optional[float] = ..., flow_edit_n_max: _Optional[float] = ..., flow_edit_n_avg: _Optional[int] = ...) -> None: ...
+    dit_model: str
+    lm_model: str
+    adapter: str
+    adapter_scale: float
+    def __init__(self, task_type: _Optional[_Union[TaskType, str]] = ..., instruction: _Optional[str] = ..., reference_audio: _Optional[str] = ..., src_audio: _Optional[str] = ..., audio_codes: _Optional[str] = ..., caption: _Optional[str] = ..., lyrics: _Optional[str] = ..., instrumental: _Optional[bool] = ..., vocal_language: _Optional[str] = ..., bpm: _Optional[int] = ..., keyscale: _Optional[str] = ..., timesignature: _Optional[str] = ..., duration: _Optional[float] = ..., inference_steps: _Optional[int] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., use_adg: _Optional[bool] = ..., cfg_interval_start: _Optional[float] = ..., cfg_interval_end: _Optional[float] = ..., repainting_start: _Optional[float] = ..., repainting_end: _Optional[float] = ..., audio_cover_strength: _Optional[float] = ..., thinking: _Optional[bool] = ..., lm_temperature: _Optional[float] = ..., lm_cfg_scale: _Optional[float] = ..., lm_top_k: _Optional[int] = ..., lm_top_p: _Optional[float] = ..., lm_negative_prompt: _Optional[str] = ..., use_cot_metas: _Optional[bool] = ..., use_cot_caption: _Optional[bool] = ..., use_cot_lyrics: _Optional[bool] = ..., use_cot_language: _Optional[bool] = ..., use_constrained_decoding: _Optional[bool] = ..., cot_bpm: _Optional[int] = ..., cot_keyscale: _Optional[str] = ..., cot_timesignature: _Optional[str] = ..., cot_duration: _Optional[float] = ..., cot_vocal_language: _Optional[str] = ..., cot_caption: _Optional[str] = ..., cot_lyrics: _Optional[str] = ..., shift: _Optional[float] = ..., infer_method: _Optional[str] = ..., timesteps: _Optional[_Iterable[float]] = ..., sampler_mode: _Optional[str] = ..., velocity_norm_threshold: _Optional[float] = ..., velocity_ema_factor: _Optional[float] = ..., dcw_enabled: _Optional[bool] = ..., dcw_mode: _Optional[str] = ..., dcw_scaler: _Optional[float] = ..., dcw_high_scaler: _Optional[float] = ..., dcw_wavelet: _Optional[str] = ..., fade_in_duration: _Optional[float] = ..., fade_out_duration: _Optional[float] = ..., enable_normalization: _Optional[bool] = ..., normalization_db: _Optional[float] = ..., latent_shift: _Optional[float] = ..., latent_rescale: _Optional[float] = ..., retake_seed: _Optional[int] = ..., retake_variance: _Optional[float] = ..., repaint_mode: _Optional[str] = ..., repaint_strength: _Optional[float] = ..., repaint_latent_crossfade_frames: _Optional[int] = ..., repaint_wav_crossfade_sec: _Optional[float] = ..., chunk_mask_mode: _Optional[str] = ..., cover_noise_strength: _Optional[float] = ..., global_caption: _Optional[str] = ..., flow_edit_morph: _Optional[bool] = ..., flow_edit_source_caption: _Optional[str] = ..., flow_edit_source_lyrics: _Optional[str] = ..., flow_edit_n_min: _Optional[float] = ..., flow_edit_n_max: _Optional[float] = ..., flow_edit_n_avg: _Optional[int] = ..., dit_model: _Optional[str] = ..., lm_model: _Optional[str] = ..., adapter: _Optional[str] = ..., adapter_scale: _Optional[float] = ...) -> None: ...
 
 class SeedList(_message.Message):
     __slots__ = ("values",)
@@ -343,7 +353,7 @@ class Warning(_message.Message):
     def __init__(self, field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "task_types", "min_inference_steps", "max_inference_steps", "default_inference_steps", "is_turbo", "loaded", "max_duration_s", "max_batch_size")
+    __slots__ = ("name", "kind", "task_types", "min_inference_steps", "max_inference_steps", "default_inference_steps", "is_turbo", "loaded", "max_duration_s", "max_batch_size", "base_model", "adapter_format", "replicas", "is_default")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPES_FIELD_NUMBER: _ClassVar[int]
@@ -354,6 +364,10 @@ class ModelInfo(_message.Message):
     LOADED_FIELD_NUMBER: _ClassVar[int]
     MAX_DURATION_S_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ModelKind
     task_types: _containers.RepeatedScalarFieldContainer[TaskType]
@@ -364,7 +378,11 @@ class ModelInfo(_message.Message):
     loaded: bool
     max_duration_s: float
     max_batch_size: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., task_types: _Optional[_Iterable[_Union[TaskType, str]]] = ..., min_inference_steps: _Optional[int] = ..., max_inference_steps: _Optional[int] = ..., default_inference_steps: _Optional[int] = ..., is_turbo: _Optional[bool] = ..., loaded: _Optional[bool] = ..., max_duration_s: _Optional[float] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+    base_model: str
+    adapter_format: str
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    is_default: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., task_types: _Optional[_Iterable[_Union[TaskType, str]]] = ..., min_inference_steps: _Optional[int] = ..., max_inference_steps: _Optional[int] = ..., default_inference_steps: _Optional[int] = ..., is_turbo: _Optional[bool] = ..., loaded: _Optional[bool] = ..., max_duration_s: _Optional[float] = ..., max_batch_size: _Optional[int] = ..., base_model: _Optional[str] = ..., adapter_format: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
