@@ -90,6 +90,7 @@ def is_present(folder: Path) -> bool:
 def fetch_checkpoints(dest: str | Path, models: Sequence[str]) -> tuple[list[str], list[str]]:
     """Download the missing ``models`` into ``dest``; returns (fetched, already present) folder names."""
     downloads = plan(models)  # bad names fail before anything touches the disk or the network
+    import huggingface_hub  # noqa: F401  a client-only install fails here, before the root is created
     root = Path(dest)
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(f"{TEMP_PREFIX}*"):  # a killed earlier run; one fetcher per root at a time

@@ -170,6 +170,7 @@ def test_client_only_install_has_no_server_dependencies(client, tmp_path):
         ("serve", "all", "--port", "0"),
         ("serve", "lm"),
         ("make-tiny-checkpoints", "tiny"),
+        ("fetch-checkpoints", "--dest", "tiny", "--model", "acestep-v15-turbo"),
         ("generate", "--caption", "jazz", "--duration", "10"),  # no --target: the in-process stack
     ],
 )
