@@ -15,6 +15,7 @@ from acestep_client.types import (
     GenerationConfig,
     GenerationParams,
     GenerationResult,
+    ModelInfo,
     UnderstandResult,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "GenerationParams",
     "GenerationResult",
     "InvalidArgument",
+    "ModelInfo",
     "NotFound",
     "RemoteDiT",
     "RemoteLM",

@@ -1,5 +1,6 @@
 """The ``acestep`` command: generate music (against a server or an in-process stack), the LM's text
-modes (``cli_text``), run servers, write tiny random checkpoints, download released ones.
+modes (``cli_text``), list a deployment's models (``cli_models``), run servers, write tiny random
+checkpoints, download released ones.
 
 Exit codes: 0 success, 1 generation failed, 2 bad input (nothing is written), 130 interrupted.
 """
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from acestep_client.cli_generate import add_generate_command, build_inputs, gather_inputs, print_result, run_generate
+from acestep_client.cli_models import add_models_command, run_models
 from acestep_client.cli_text import TEXT_COMMANDS, add_text_commands, run_text_command
 
 __all__ = ["build_inputs", "gather_inputs", "main", "print_result"]
@@ -22,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_generate_command(commands)
     add_text_commands(commands)
+    add_models_command(commands)
 
     serve = commands.add_parser("serve", help="run a server", description="Run lm, dit, orchestrator or all.")
     serve.add_argument("component", choices=("lm", "dit", "orchestrator", "all"))
@@ -89,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args.component, args.server_args)
         if args.command in TEXT_COMMANDS:
             return run_text_command(args)
+        if args.command == "models":
+            return run_models(args)
         if args.command == "fetch-checkpoints":
             from acestep_serving.fetch import run as fetch_checkpoints
 

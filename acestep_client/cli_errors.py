@@ -5,8 +5,9 @@
 - Exit 2 ("bad input") only when the service refused the request before any model work and the field
   it names (if any) is one the user set; a failure after model work started is exit 1, whatever its code.
 - A request the model refuses (steps over a turbo model's 8, lego/extract/complete on turbo) gets a hint
-  with the flag that fixes it: ``--dit-model acestep-v15-base`` for the in-process stack, or
-  ``acestep serve all --dit-model acestep-v15-base`` for a server.
+  with the flag that fixes it: ``--dit-model acestep-v15-base`` for the in-process stack or a server that
+  also serves that model, else ``acestep serve all --dit-model acestep-v15-base`` for a server.
+- A model or adapter the deployment does not serve (NOT_FOUND before any work) is bad input too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from acestep_client.proto.acestep.v1 import generation_pb2
 from acestep_client.validation import timestep_steps
 
 BASE_MODEL = "acestep-v15-base"
-_REFUSALS = ("INVALID_ARGUMENT", "FAILED_PRECONDITION")
+_REFUSALS = ("INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND")
+_SERVED_ELSEWHERE = re.compile(r"set dit_model to ('[\w.-]+'(?: or '[\w.-]+')*), which this deployment also serves")
 _FIELD = re.compile(r"^([a-z_][a-z0-9_]*)(\[\d+\])?: (.*)$", re.DOTALL)
 _BEFORE_MODEL_WORK = (generation_pb2.STAGE_UNSPECIFIED, generation_pb2.STAGE_QUEUED)
 
@@ -76,6 +78,9 @@ def _hint(code: str, name: str | None, details: str, params: Any, target: str | 
         return None
     if target and "--dit-model" in details:
         return None  # the server's message already says how to serve a base model
+    elsewhere = _SERVED_ELSEWHERE.search(details)
+    if target and elsewhere:  # the deployment serves a model that can: name the flag that picks it
+        return f"hint: add --dit-model {elsewhere.group(1).split(' or ')[0].strip(chr(39))} (the server serves it too)"
     need = (f"--inference-steps above {TURBO_MAX_STEPS}" if too_many_steps
             else f"--timesteps with more than {MAX_TIMESTEPS_TURBO} steps" if too_many_timesteps
             else f"--task-type {params.task_type}")

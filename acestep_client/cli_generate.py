@@ -124,6 +124,14 @@ PARAM_FLAGS: list[tuple[str, Any, str]] = [
     ("--flow-edit-n-max", float, "flow edit: fraction where the edit stops and the target alone denoises, "
                                  "n-min-1 (default: 1)"),
     ("--flow-edit-n-avg", int, "flow edit: noise draws averaged per edit step, 1-8 (default: 1)"),
+    # Models per request (`acestep models` lists what a deployment serves)
+    ("--dit-model", str, "DiT model to generate with, e.g. acestep-v15-base for more steps or lego/extract/complete; "
+                         "with --target one the server lists, without it the in-process stack's DiT folder under "
+                         "--checkpoints (default: the deployment's default; in-process: acestep-v15-turbo)"),
+    ("--lm-model", str, "LM model that plans, e.g. acestep-5Hz-lm-0.6B; without --target the in-process stack's LM "
+                        "folder (default: the deployment's default; in-process: acestep-5Hz-lm-1.7B)"),
+    ("--adapter", str, "LoRA/LoKr adapter of the DiT model to apply, as `acestep models` lists it (default: none)"),
+    ("--adapter-scale", float, "the adapter's strength, 0-1; 0 gives the base model's audio (default: 1.0)"),
 ]
 _CHOICES = {"--task-type": TASK_TYPES, "--infer-method": INFER_METHODS, "--sampler-mode": SAMPLER_MODES,
             "--dcw-mode": DCW_MODES, "--dcw-wavelet": DCW_WAVELETS, "--repaint-mode": REPAINT_MODES,
@@ -162,7 +170,6 @@ FIELD_FLAGS: dict[str, str] = {
     "mp3_sample_rate": "--mp3-sample-rate",
     "stream_encoding": "--stream-encoding",
     "from_json": "--from-json",
-    "dit_model": "--dit-model",
 }
 
 DESCRIPTION = """\
@@ -219,9 +226,6 @@ def add_generate_command(commands: Any) -> argparse.ArgumentParser:
                           "(lossy); files still follow --audio-format (default: pcm_f32le)")
     gen.add_argument("--out", default="./outputs", help="folder for the audio files and their JSON sidecars "
                                                         "(default: ./outputs)")
-    gen.add_argument("--dit-model", default=None,
-                     help="DiT model folder of the in-process stack under --checkpoints, e.g. acestep-v15-base "
-                          "for more steps or lego/extract/complete (default: acestep-v15-turbo); not with --target")
     add_connection_flags(gen)
     gen.add_argument("--quiet", action="store_true",
                      help="no progress, start-up lines or library warnings on stderr; errors and warnings that "
@@ -381,7 +385,8 @@ async def _generate_embedded(args: argparse.Namespace, request: Any, watch: Stre
     from acestep_client.request import caller_paths, output_frames_limit, request_file_format
     from orchestrator.stack import embedded_stack
 
-    options = {"dit_model": args.dit_model} if args.dit_model else {}
+    # The request's models are also the ones the stack loads (it serves one DiT and one LM).
+    options = {name: value for name in ("dit_model", "lm_model") if (value := getattr(request.params, name))}
     async with (
         embedded_stack(args.checkpoints, announce=_stack_announce(args.quiet), **options) as address,
         AsyncAceStepClient(address, timeout=args.timeout) as client,
@@ -439,9 +444,6 @@ def run_generate(args: argparse.Namespace) -> int:
 
     inputs: Inputs | None = None
     try:
-        if args.dit_model and args.target:
-            raise InvalidArgument("dit_model", "chooses the in-process stack's model; with --target the server "
-                                               "serves its own (start it with `acestep serve all --dit-model ...`)")
         inputs = gather_inputs(args)
         options = {"stream_encoding": args.stream_encoding} if args.stream_encoding else {}
         request = build_request(inputs.params, inputs.config, **options)  # validates and reads uploads
@@ -452,7 +454,8 @@ def run_generate(args: argparse.Namespace) -> int:
     for note in inputs.notes:
         print(f"acestep generate: warning: {note}", file=sys.stderr)
     if not args.target:
-        problem = embedded_model_problem(inputs.params, args.checkpoints, args.dit_model or DEFAULT_DIT_MODEL)
+        dit_model = inputs.params.dit_model or DEFAULT_DIT_MODEL
+        problem = embedded_model_problem(inputs.params, args.checkpoints, dit_model)
         if problem is not None:
             for line in problem.lines:
                 print(line, file=sys.stderr)
@@ -479,7 +482,7 @@ def run_generate(args: argparse.Namespace) -> int:
         return 0
     failure: Failure = describe_failure(
         result.error or "UNKNOWN: no error text", inputs.params, inputs.origins, FIELD_FLAGS,
-        work_started=watch.work_started, target=args.target, dit_model=args.dit_model or DEFAULT_DIT_MODEL,
+        work_started=watch.work_started, target=args.target, dit_model=inputs.params.dit_model or DEFAULT_DIT_MODEL,
     )
     for line in failure.lines:
         print(terminal_safe(line), file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from acestep_client.assemble import CALL_FAILURES, ProgressCallback, assemble, assemble_async, error_text
+from acestep_client.convert import model_info_from_proto
 from acestep_client.describe import (
     DescribeProgress,
     build_task,
@@ -29,7 +30,7 @@ from acestep_client.describe import (
     sampling_args,
 )
 from acestep_client.errors import InvalidArgument
-from acestep_client.proto.acestep.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from acestep_client.proto.acestep.v1 import generation_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from acestep_client.request import build_request, caller_paths, output_frames_limit, request_file_format
 from acestep_client.types import (
     CreateSampleResult,
@@ -37,6 +38,7 @@ from acestep_client.types import (
     GenerationConfig,
     GenerationParams,
     GenerationResult,
+    ModelInfo,
     UnderstandResult,
 )
 from acestep_client.wire_audio import DEFAULT_STREAM_ENCODING, stream_encoding_name
@@ -206,6 +208,10 @@ class _ClientBase:
         request = orchestrator_pb2.DescribeMusicRequest(task=task)
         return self._stub.DescribeMusic(request, timeout=self._opts.deadline(timeout), metadata=self._opts.metadata)
 
+    def _list_models_call(self, timeout: float | None) -> Any:
+        return self._stub.ListModels(generation_pb2.ListModelsRequest(), timeout=self._opts.deadline(timeout),
+                                     metadata=self._opts.metadata)
+
 
 class AceStepClient(_ClientBase):
     """Blocking client. ``with AceStepClient("host:50051") as c: result = c.generate(params, config)``.
@@ -250,6 +256,11 @@ class AceStepClient(_ClientBase):
         limit = output_frames_limit(request)
         return assemble(events, save_dir, request_file_format(request), progress, max_frames=limit,
                         paths=caller_paths(request))
+
+    def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
+        """The DiT and LM models and the adapters the deployment serves, each with its replicas and whether it is
+        the default (what ``dit_model`` / ``lm_model`` "" gets). Errors raise ``grpc.RpcError``."""
+        return [model_info_from_proto(m) for m in self._list_models_call(timeout).models]
 
     def describe(self, mode, inputs, sampling, timeout, progress) -> Any:
         """One DescribeMusic call; bad input and failures give ``success=False``, as the reference does."""
@@ -327,6 +338,10 @@ class AsyncAceStepClient(_ClientBase):
             events, save_dir, request_file_format(request), progress, max_frames=output_frames_limit(request),
             paths=caller_paths(request),
         )
+
+    async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
+        """As :meth:`AceStepClient.list_models`."""
+        return [model_info_from_proto(m) for m in (await self._list_models_call(timeout)).models]
 
     async def describe(self, mode, inputs, sampling, timeout, progress) -> Any:
         try:

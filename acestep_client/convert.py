@@ -16,7 +16,7 @@ from typing import Any
 
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2 as pb
-from acestep_client.types import GenerationConfig, GenerationParams
+from acestep_client.types import GenerationConfig, GenerationParams, ModelInfo
 
 _ENUM_FIELDS = {"task_type": ("TASK_TYPE_", pb.TaskType), "audio_format": ("AUDIO_FORMAT_", pb.AudioFormat)}
 _ENUM_DEFAULTS = {"task_type": "text2music", "audio_format": "flac"}
@@ -136,3 +136,24 @@ def config_from_proto(message: pb.GenerationConfig) -> GenerationConfig:
     elif which == "seed_list":
         values["seeds"] = list(message.seed_list.values)
     return GenerationConfig(**values)
+
+
+_MODEL_KINDS = {pb.MODEL_KIND_DIT: "dit", pb.MODEL_KIND_LM: "lm", pb.MODEL_KIND_ADAPTER: "adapter"}
+
+
+def model_info_from_proto(message: pb.ModelInfo) -> ModelInfo:
+    """A ListModels entry as the SDK's dataclass; kinds and tasks a newer server knows and we do not are kept as
+    their numbers' names (``kind_7``, ``task_9``) rather than refused: listing must not fail on them."""
+    tasks = []
+    for number in message.task_types:
+        try:
+            tasks.append(task_type_name(number))
+        except InvalidArgument:
+            tasks.append(f"task_{number}")
+    return ModelInfo(
+        name=message.name, kind=_MODEL_KINDS.get(message.kind, f"kind_{message.kind}"), task_types=tasks,
+        min_inference_steps=message.min_inference_steps, max_inference_steps=message.max_inference_steps,
+        default_inference_steps=message.default_inference_steps, is_turbo=message.is_turbo, loaded=message.loaded,
+        max_duration_s=message.max_duration_s, max_batch_size=message.max_batch_size, base_model=message.base_model,
+        adapter_format=message.adapter_format, replicas=list(message.replicas), is_default=message.is_default,
+    )

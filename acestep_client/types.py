@@ -190,3 +190,26 @@ class FormatSampleResult(_SampleText):
     status_message: str = ""
     success: bool = True
     error: str | None = None
+
+
+@dataclass
+class ModelInfo:
+    """One model or adapter a deployment serves, as ``list_models()`` reports it (the ListModels message)."""
+
+    name: str
+    kind: str  # "dit", "lm" or "adapter"
+    task_types: list[str] = field(default_factory=list)  # the tasks it runs (API names, e.g. "text2music")
+    min_inference_steps: int = 0  # DiT: allowed diffusion steps (0 = not reported)
+    max_inference_steps: int = 0
+    default_inference_steps: int = 0
+    is_turbo: bool = False
+    loaded: bool = False  # in memory and ready on at least one replica
+    max_duration_s: float = 0.0
+    max_batch_size: int = 0
+    base_model: str = ""  # adapter: the DiT model it applies to
+    adapter_format: str = ""  # adapter: "lora" or "lokr"
+    replicas: list[str] = field(default_factory=list)  # the backend addresses serving it
+    is_default: bool = False  # what a request naming no model of its kind gets
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -59,9 +59,32 @@ def add_server_flags(
     add_flag(parser, "log-level", "INFO", "logging level")
 
 
-def add_model_flags(parser: argparse.ArgumentParser, default_model: str) -> None:
+class _JoinedNames(argparse.Action):
+    """A repeatable flag kept as one comma-separated string: ``--model a --model b,c`` -> ``"a,b,c"``. The first
+    use on the command line replaces the default (or the ``ACESTEP_*`` variable) instead of adding to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = f"_joined_{self.dest}"
+        before = getattr(namespace, self.dest) if getattr(namespace, seen, False) else ""
+        setattr(namespace, seen, True)
+        setattr(namespace, self.dest, ",".join(part for part in (before, str(values)) if part))
+
+
+def split_names(value: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: the names of a :class:`_JoinedNames` flag."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def add_model_flags(parser: argparse.ArgumentParser, default_model: str, several: bool = False) -> None:
+    """``several``: ``--model`` may name more than one folder (repeated or comma-separated; read them with
+    :func:`split_names`), the first being the default."""
     add_flag(parser, "checkpoints", "./checkpoints", "checkpoint root in the released ACE-Step 1.5 layout")
-    add_flag(parser, "model", default_model, "model folder under --checkpoints")
+    if several:
+        add_flag(parser, "model", default_model, "model folder(s) under --checkpoints: repeat the flag or separate "
+                 "names with commas to serve several, each with its own engine and memory; the first is the "
+                 "default, used by requests that name none", action=_JoinedNames)
+    else:
+        add_flag(parser, "model", default_model, "model folder under --checkpoints")
     add_flag(parser, "device", "auto", "cpu, cuda, cuda:N or auto")
     add_flag(parser, "dtype", "auto", "float32, bfloat16, float16 or auto (bf16 on GPU, fp32 on CPU)")
     add_flag(parser, "max-batch", 8, "largest batch one request may ask for")

@@ -164,6 +164,9 @@ def check_model_server(component: str, args) -> None:
     if component == "dit":
         check_dit_model(args.checkpoints, args.model, "--model")
     else:
-        check_lm_model(args.checkpoints, args.model, "--model")
+        from acestep_serving.flags import split_names
+
+        for name in split_names(args.model) or [""]:  # the LM may serve several (--model a,b)
+            check_lm_model(args.checkpoints, name, "--model")
     check_device(args.device)
     check_dtype(args.dtype)

@@ -27,6 +27,7 @@ from acestep_client.wire_audio import audio_chunk, stream_encoding_number
 from acestep_serving.admission import Admission
 from acestep_serving.errors import Unavailable, abort_with
 from acestep_serving.metrics import ServiceMetrics
+from acestep_serving.models import served_model
 from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
 from acestep_serving.worker import stream_from_thread
 from dit_service.batcher import BatchInfo, ForwardBatcher
@@ -157,6 +158,8 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
 
     async def Synthesize(self, request, context) -> AsyncIterator[dit_pb2.SynthesizeResponse]:
         def open_stream():
+            # A request routed here for another model is refused naming both, loading or not (NOT_FOUND).
+            served_model("dit_model", request.params.dit_model, [self.model_name] if self.model_name else [], "DiT")
             engine = self._ready_engine()
             encoding = stream_encoding_number(request.stream_encoding)  # unknown numbers: INVALID_ARGUMENT
             req = engine_request(request, self.max_batch, engine.codebook_size)

@@ -1,4 +1,13 @@
-"""gRPC adapter over :class:`lm_service.planner.Planner`: acestep.v1.LanguageModelService."""
+"""gRPC adapter over :class:`lm_service.planner.Planner`: acestep.v1.LanguageModelService.
+
+One replica may serve several LM checkpoints (``--model a,b`` or ``--model a --model b``): a request's
+``lm_model`` picks one (NOT_FOUND naming it otherwise), "" gets the first. Each model is a planner of its own,
+with its own engine and KV pool, all in this process's memory: on the torch backend every model holds its
+weights plus ``--max-num-seqs`` x ``--max-model-len`` KV positions (the 1.7B at the defaults: 3.4 GB bf16 + a
+7.5 GB pool), so two models take twice that; on vLLM each engine takes ``--gpu-memory-utilization`` of the GPU,
+so their shares must add up to less than one. Describe (the text modes) runs on the first model. The
+engines share the service's metrics (KV usage, rows per step: whichever engine reported last or all together).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,7 @@ import argparse
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -21,6 +30,7 @@ from acestep_client.validation import validate_params
 from acestep_serving.admission import Admission
 from acestep_serving.errors import Unavailable
 from acestep_serving.metrics import ServiceMetrics
+from acestep_serving.models import served_model
 from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
 from acestep_serving.worker import stream_from_thread
 from lm_service.constraints import strip_control_characters
@@ -189,40 +199,68 @@ def _number(value: object) -> float | None:
 
 
 class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
-    def __init__(self, admission: Admission, metrics: LMMetrics, max_batch: int = 8, model_name: str = ""):
-        """``model_name``: the LM folder it serves, as ListModels reports it."""
-        self.planner: Planner | None = None
-        self.model_name = model_name
+    def __init__(self, admission: Admission, metrics: LMMetrics, max_batch: int = 8, model_name: str = "",
+                 model_names: Sequence[str] = ()):
+        """``model_names`` (or one ``model_name``): the LM folders it serves, as ListModels reports them; the
+        first is the default. Their planners join :attr:`planners` as they load."""
+        self.model_names = list(model_names) or ([model_name] if model_name else [])
+        self.planners: dict[str, Planner] = {}
         self.admission = admission
         self.metrics = metrics
         self.max_batch = max_batch
         self.executor = ThreadPoolExecutor(max_workers=admission.max_running, thread_name_prefix="lm-worker")
 
+    @property
+    def model_name(self) -> str:
+        """The default model (the first)."""
+        return self.model_names[0] if self.model_names else ""
+
+    @property
+    def planner(self) -> Planner | None:
+        """The default model's planner (None while it loads)."""
+        return self.planners.get(self.model_name)
+
+    @planner.setter
+    def planner(self, planner: Planner | None) -> None:
+        if planner is None:
+            self.planners.pop(self.model_name, None)
+        else:
+            self.planners[self.model_name] = planner
+
+    def _planner_for(self, requested: str) -> Planner:
+        """The planner of the model a request names ("" = the default); NOT_FOUND for one this replica lacks."""
+        name = served_model("lm_model", requested, self.model_names, "LM")
+        planner = self.planners.get(name)
+        if planner is None or len(self.planners) < len(self.model_names):
+            raise Unavailable("the LM is still loading; retry shortly")
+        return planner
+
     async def Plan(self, request, context) -> AsyncIterator[lm_pb2.PlanResponse]:
         def open_stream():
-            if self.planner is None:
-                raise Unavailable("the LM is still loading; retry shortly")
+            planner = self._planner_for(request.params.lm_model)
             req = planner_request(request, self.max_batch)
-            self.planner.validate(req)
-            return self._stream(self.planner, req)
+            planner.validate(req)
+            return self._stream(planner, req)
 
         async for response in guarded_stream(context, self.metrics, "Plan", self.admission, open_stream):
             yield response
 
     async def Describe(self, request, context) -> AsyncIterator[lm_pb2.DescribeResponse]:
         def open_stream():
-            if self.planner is None:
-                raise Unavailable("the LM is still loading; retry shortly")
+            planner = self._planner_for("")  # the text modes run on the default model
             req = describe_request(request.task)
-            check_request(self.planner, req)  # e.g. a token budget too small for the user's values
-            return self._describe_stream(self.planner, req)
+            check_request(planner, req)  # e.g. a token budget too small for the user's values
+            return self._describe_stream(planner, req)
 
         async for response in guarded_stream(context, self.metrics, "Describe", self.admission, open_stream):
             yield response
 
     async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
-        """The model this replica serves (``loaded`` false while it loads)."""
-        return gen_pb2.ListModelsResponse(models=[lm_model_info(self.model_name, self.planner, self.max_batch)])
+        """The models this replica serves, the default (first) marked (``loaded`` false while one loads)."""
+        models = [lm_model_info(name, self.planners.get(name), self.max_batch) for name in self.model_names]
+        if models:
+            models[0].is_default = True
+        return gen_pb2.ListModelsResponse(models=models)
 
     async def _describe_stream(self, planner: Planner, req: DescribeRequest):
         async for event in stream_from_thread(lambda stop: planner.describe(req, stop), self.executor):
@@ -272,12 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acestep serve lm", description="ACE-Step 1.5 5 Hz LM planner gRPC service")
     # Requests run at once (each on its own thread); their rows beyond --max-num-seqs wait in the engine.
     add_server_flags(parser, default_port=50051, max_concurrency=16, queue_size=64)
-    add_model_flags(parser, default_model=c.DEFAULT_LM_MODEL)
+    add_model_flags(parser, default_model=c.DEFAULT_LM_MODEL, several=True)
     add_flag(parser, "backend", "torch", "torch (CPU or GPU) or vllm (GPU, optional extra)", choices=["torch", "vllm"])
     add_flag(parser, "max-duration", DURATION_MAX, "longest song (seconds) the LM plans: the CoT's duration "
              f"choices and requests stop there, and codes never go beyond it ({DURATION_MIN}-{DURATION_MAX}; "
              "upstream lowers it on small GPUs)")
-    add_flag(parser, "gpu-memory-utilization", 0.5, "vllm backend: share of GPU memory for weights + KV cache")
+    add_flag(parser, "gpu-memory-utilization", 0.5, "vllm backend: share of GPU memory for weights + KV cache, "
+             "per model (with several --model, their shares add up)")
     add_flag(parser, "max-num-seqs", EngineOptions.max_num_seqs, "torch backend: KV-cache slots, i.e. sequences "
              "decoding at once across all requests (a song with LM CFG takes two)")
     add_flag(parser, "max-model-len", EngineOptions.max_model_len, "torch backend: positions per KV slot "
@@ -297,11 +336,16 @@ async def start(args: argparse.Namespace, announce=print):
 
     if not DURATION_MIN <= args.max_duration <= DURATION_MAX:
         raise StartupError(f"--max-duration {args.max_duration}: must be between {DURATION_MIN} and {DURATION_MAX}")
+    names = model_names(args)
     metrics = LMMetrics()
     admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.admission_waited)
-    servicer = LanguageModelServicer(admission, metrics, max_batch=args.max_batch, model_name=args.model)
+    servicer = LanguageModelServicer(admission, metrics, max_batch=args.max_batch, model_names=names)
 
     def load(device: str, dtype: torch.dtype) -> None:
+        for name in names:  # one after the other: each takes its own memory (see the module docstring)
+            servicer.planners[name] = load_one(name, device, dtype)
+
+    def load_one(name: str, device: str, dtype: torch.dtype) -> Planner:
         planner_options: dict = {"max_duration": args.max_duration}
         if args.backend == "vllm":
             options = {"gpu_memory_utilization": args.gpu_memory_utilization}
@@ -312,8 +356,8 @@ async def start(args: argparse.Namespace, announce=print):
                                                 max(args.prefill_chunk, EngineOptions.prefill_budget)),
                 "engine_observer": MetricsObserver(metrics),
             }  # fmt: skip
-        servicer.planner = Planner.load(
-            Path(args.checkpoints) / args.model, backend=args.backend, device=device, dtype=dtype,
+        return Planner.load(
+            Path(args.checkpoints) / name, backend=args.backend, device=device, dtype=dtype,
             planner_options=planner_options, **options,
         )  # fmt: skip
 
@@ -327,6 +371,24 @@ async def start(args: argparse.Namespace, announce=print):
         load,
         announce,
     )
+
+
+def model_names(args: argparse.Namespace) -> list[str]:
+    """``--model``'s names, the default first; StartupError for none, a repeat, or vLLM shares above the GPU."""
+    from acestep_serving.flags import split_names
+    from acestep_serving.preflight import StartupError
+
+    names = split_names(args.model)
+    if not names:
+        raise StartupError("--model: name at least one LM folder")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise StartupError(f"--model {args.model}: {', '.join(repeated)} given twice")
+    share = args.gpu_memory_utilization * len(names)
+    if args.backend == "vllm" and share > 0.95:
+        raise StartupError(f"--gpu-memory-utilization {args.gpu_memory_utilization}: {len(names)} models x that share "
+                           f"= {share:.2f} of the GPU; give each at most {0.95 / len(names):.2f}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,11 +28,14 @@ async def describe_events(
     """Stream the LM's progress and description; ``request`` may come prepared (:func:`prepare_describe`).
 
     A replica lost before the description came is replaced and the task runs again there (progress restarts).
+    The text modes run on the deployment's default LM (the replicas serving it use their own default model).
     """
     lm_request = request if isinstance(request, lm_pb2.DescribeRequest) else prepare_describe(request, backends)
-    assert backends.lm is not None  # prepare_describe refused a deployment without one
+    assert backends.lm is not None and backends.lm_router is not None  # prepare_describe refused none
+    choice, _ = await backends.lm_router.choose("")
     described: list[gen_pb2.SampleDescription] = []  # read by the restart rule as the stream goes
-    async for response in backends.lm.stream("Describe", lm_request, timeout=timeout, restart=lambda: not described):
+    async for response in backends.lm.stream("Describe", lm_request, timeout=timeout, restart=lambda: not described,
+                                             targets=choice.targets):
         if isinstance(response, Restarted):
             continue
         kind = response.WhichOneof("event")

@@ -1,7 +1,8 @@
 """One generate_music call over the LM and DiT services, as a stream of GenerateMusicResponse.
 
 prepare (the request alone, seeds resolved: no backend call, so the server runs it before taking a
-queue slot) -> check against the models the replicas report (ListModels) -> encode uploads on the DiT
+queue slot) -> route: the replicas serving the request's DiT (and, when it needs the LM, LM) model, checked
+against what they report (ListModels; orchestrator/routing.py) -> encode uploads on the DiT
 -> LM.Plan (when the request needs it) -> DiT.Synthesize, forwarding progress, every item's LM metadata
 and audio as they arrive. Everything a deployment can check is checked before any model work. A
 replica lost mid-plan is replaced (the plan is deterministic given the seeds); one lost mid-synthesis
@@ -37,10 +38,11 @@ from acestep_client.validation import (
 )
 from acestep_client.wire_audio import stream_encoding_number
 from acestep_serving.errors import Unavailable
-from orchestrator.capabilities import ModelCatalog, check_request
+from orchestrator.capabilities import ModelCatalog, check_model
 from orchestrator.notices import Notices, seed_warnings
 from orchestrator.planning import LmPlan, dit_conditions, lm_plan, sanitize_metadata, time_costs, with_cot
 from orchestrator.replicas import ReplicaLost, ReplicaPool, Restarted
+from orchestrator.routing import Choice, Router
 from orchestrator.uploads import name_uploads, read_upload
 
 UPLOAD_CHUNK_BYTES = 1 << 20
@@ -56,13 +58,19 @@ class Backends:
     lm: ReplicaPool | None = None
     audio_root: Path | None = None  # server-side paths are honoured only below this folder
     max_message_bytes: int = 64 * 1024 * 1024  # the pools' gRPC message limit (--max-message-mb)
-    # What the pools' replicas serve (ListModels), fetched on first need and cached.
+    dit_pins: dict[str, str] = field(default_factory=dict)  # target -> the model ``--dit name=ADDR`` pins it to
+    lm_pins: dict[str, str] = field(default_factory=dict)
+    # What the pools' replicas serve (ListModels), fetched on first need and cached, and the routes over it.
     dit_models: ModelCatalog = field(init=False)
     lm_models: ModelCatalog | None = field(init=False)
+    dit_router: Router = field(init=False)
+    lm_router: Router | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.dit_models = ModelCatalog(self.dit)
-        self.lm_models = ModelCatalog(self.lm) if self.lm is not None else None
+        self.dit_models = ModelCatalog(self.dit, pins=self.dit_pins)
+        self.lm_models = ModelCatalog(self.lm, pins=self.lm_pins) if self.lm is not None else None
+        self.dit_router = Router(self.dit_models, gen_pb2.MODEL_KIND_DIT)
+        self.lm_router = Router(self.lm_models, gen_pb2.MODEL_KIND_LM) if self.lm_models is not None else None
 
 
 @dataclass
@@ -84,7 +92,7 @@ def _progress(stage: int, span: str, within: float, message: str, step: int = 0,
 
 
 async def _encode(backends: Backends, data: bytes, filename: str, purpose: int, seed: int,
-                  timeout: Callable[[], float | None]) -> gen_pb2.EncodedAudio:
+                  timeout: Callable[[], float | None], targets: tuple[str, ...]) -> gen_pb2.EncodedAudio:
     fmt = _FORMATS[detect_format(data)]
 
     async def requests():
@@ -92,7 +100,11 @@ async def _encode(backends: Backends, data: bytes, filename: str, purpose: int, 
             yield dit_pb2.EncodeAudioRequest(format=fmt, filename=filename, purpose=purpose, seed=seed,
                                              data=data[offset: offset + UPLOAD_CHUNK_BYTES])
 
-    response = await backends.dit.unary_from_stream("EncodeAudio", requests, timeout=timeout)
+    try:
+        response = await backends.dit.unary_from_stream("EncodeAudio", requests, timeout=timeout, targets=targets)
+    except grpc.aio.AioRpcError:
+        backends.dit_models.invalidate()
+        raise
     return response.encoded
 
 
@@ -158,26 +170,33 @@ async def generate_events(
     prep = request if isinstance(request, Prepared) else prepare_generation(request, backends)
     params, sent, plan, seeds, synth = prep.params, prep.sent, prep.plan, prep.seeds, prep.synth
     run.notices = prep.notices
-    check_request(params, prep.config.batch_size, await backends.dit_models.models())
-    if plan.needed and backends.lm_models is not None:
-        check_request(params, prep.config.batch_size, await backends.lm_models.models(), gen_pb2.MODEL_KIND_LM)
+    dit = await _route(backends.dit_router, params, prep.config.batch_size, params.dit_model, params.adapter)
+    lm = None
+    if plan.needed and backends.lm_router is not None:  # the LM is asked only when the plan needs it
+        lm = await _route(backends.lm_router, params, prep.config.batch_size, params.lm_model)
+    # The services get the chosen names: a replica serving another model refuses the request (NOT_FOUND).
+    sent = dataclasses.replace(sent, dit_model=dit.name or sent.dit_model)
+    if lm is not None:
+        sent = dataclasses.replace(sent, lm_model=lm.name or sent.lm_model)
 
     if prep.src_bytes is not None:
         yield _progress(gen_pb2.STAGE_ENCODE, "encode", 0.0, "encoding source audio")
         synth.src_audio.CopyFrom(await _encode(backends, prep.src_bytes, params.src_audio,
-                                               dit_pb2.ENCODE_PURPOSE_SOURCE, seeds[0], timeout))
+                                               dit_pb2.ENCODE_PURPOSE_SOURCE, seeds[0], timeout, dit.targets))
         if params.task_type == "repaint" and params.repaint_mode != "aggressive":
             _add_splice_source(synth, prep.src_bytes, params.src_audio, backends.max_message_bytes, run.notices)
     if prep.ref_bytes is not None:
         yield _progress(gen_pb2.STAGE_ENCODE, "encode", 0.5, "encoding reference audio")
         synth.reference_audio.CopyFrom(await _encode(backends, prep.ref_bytes, params.reference_audio,
-                                                     dit_pb2.ENCODE_PURPOSE_REFERENCE, seeds[0], timeout))
+                                                     dit_pb2.ENCODE_PURPOSE_REFERENCE, seeds[0], timeout,
+                                                     dit.targets))
 
     metadata_by_item: dict[int, dict] = {}
     codes_by_item: dict[int, list[int]] = {}
     if plan.needed:
-        async for event in _plan(backends.lm, sent, prep.config, seeds, plan.generate_codes, synth.request_id,
-                                 timeout, metadata_by_item, codes_by_item, run):
+        assert lm is not None  # prepare_generation refused a plan without an LM
+        async for event in _plan(backends, lm.targets, sent, prep.config, seeds, plan.generate_codes,
+                                 synth.request_id, timeout, metadata_by_item, codes_by_item, run):
             yield event
         if plan.generate_codes and sorted(codes_by_item) != list(range(len(seeds))):
             raise FailedPrecondition(f"the LM returned codes for items {sorted(codes_by_item)}, "
@@ -190,7 +209,7 @@ async def generate_events(
         synth.audio_codes.extend(gen_pb2.ItemCodes(item_index=i, codes=codes) for i, codes in codes_by_item.items())
     synth.params.CopyFrom(params_to_proto(conditions))
 
-    async for response in _dit_stream(backends, synth, timeout, run):
+    async for response in _dit_stream(backends, dit.targets, synth, timeout, run):
         if isinstance(response, Restarted):
             yield _progress(gen_pb2.STAGE_DIFFUSION, "dit", 0.0, f"DiT replica {response.lost} was lost before "
                             "any audio; synthesizing again on another replica")
@@ -238,12 +257,23 @@ def _add_splice_source(synth: dit_pb2.SynthesizeRequest, data: bytes, filename: 
     synth.src_waveform.CopyFrom(gen_pb2.AudioInput(data=data, format=_FORMATS[detect_format(data)], filename=filename))
 
 
-async def _dit_stream(backends: Backends, synth: dit_pb2.SynthesizeRequest, timeout, run: _Run):
-    """DiT.Synthesize, started over on another replica if one is lost before any audio reached the client; a
-    failure makes the next request ask the replicas for their models again."""
+async def _route(router: Router, params: GenerationParams, batch_size: int, requested: str,
+                 adapter: str = "") -> Choice:
+    """The replicas for the request's model, once it passed the checks against that model (NOT_FOUND for a name
+    nobody serves, FAILED_PRECONDITION for a task it cannot run, INVALID_ARGUMENT beyond its limits)."""
+    choice, inventory = await router.choose(requested, adapter)
+    if choice.info is not None:
+        check_model(params, batch_size, choice.info, inventory.infos())
+    return choice
+
+
+async def _dit_stream(backends: Backends, targets: tuple[str, ...], synth: dit_pb2.SynthesizeRequest, timeout,
+                      run: _Run):
+    """DiT.Synthesize on ``targets``, started over on another of them if one is lost before any audio reached the
+    client; a failure makes the next request ask the replicas for their models again."""
     try:
         async for response in backends.dit.stream("Synthesize", synth, timeout=timeout,
-                                                  restart=lambda: run.first_audio is None):
+                                                  restart=lambda: run.first_audio is None, targets=targets):
             yield response
     except ReplicaLost as lost:
         backends.dit_models.invalidate()
@@ -256,10 +286,11 @@ async def _dit_stream(backends: Backends, synth: dit_pb2.SynthesizeRequest, time
         raise
 
 
-async def _plan(lm: ReplicaPool, params: GenerationParams, config: GenerationConfig, seeds: list[int],
-                generate_codes: bool, request_id: str, timeout, metadata_by_item: dict, codes_by_item: dict,
-                run: _Run):
-    """LM.Plan, its progress and each item's metadata forwarded as they come.
+async def _plan(backends: Backends, targets: tuple[str, ...], params: GenerationParams, config: GenerationConfig,
+                seeds: list[int], generate_codes: bool, request_id: str, timeout, metadata_by_item: dict,
+                codes_by_item: dict, run: _Run):
+    """LM.Plan on ``targets``, its progress and each item's metadata forwarded as they come; a failure makes the
+    next request ask the LM replicas for their models again.
 
     A replica lost mid-plan is replaced and the plan runs again (it is deterministic given the seeds): metadata
     the client already has is not sent twice, and must come out the same, else the request fails UNAVAILABLE
@@ -270,9 +301,22 @@ async def _plan(lm: ReplicaPool, params: GenerationParams, config: GenerationCon
         constrained_decoding_debug=config.constrained_decoding_debug, generate_codes=generate_codes,
         request_id=request_id)
     yield _progress(gen_pb2.STAGE_LM_PHASE1, "lm1", 0.0, "LM: planning")
+    try:
+        async for event in _plan_events(backends.lm, targets, plan_request, timeout, metadata_by_item,
+                                        codes_by_item, run):
+            yield event
+    except (grpc.aio.AioRpcError, ReplicaLost):
+        if backends.lm_models is not None:
+            backends.lm_models.invalidate()
+        raise
+
+
+async def _plan_events(lm: ReplicaPool | None, targets: tuple[str, ...], plan_request: lm_pb2.PlanRequest, timeout,
+                       metadata_by_item: dict, codes_by_item: dict, run: _Run):
+    assert lm is not None
     forwarded: dict[int, gen_pb2.LmMetadata] = {}
     lost = ""
-    async for response in lm.stream("Plan", plan_request, timeout=timeout, restart=lambda: True):
+    async for response in lm.stream("Plan", plan_request, timeout=timeout, restart=lambda: True, targets=targets):
         if isinstance(response, Restarted):
             lost = response.lost
             yield _progress(gen_pb2.STAGE_LM_PHASE1, "lm1", 0.0,

@@ -3,7 +3,8 @@
 gRPC keeps connections open, so a Kubernetes Service would pin the orchestrator to one pod; we
 balance per call instead. ``--dit a:1,b:2`` makes one channel per address and rotates; a single DNS
 name (``dns:///dit-headless:50052``) makes one channel whose round_robin policy spreads over every
-address the name resolves to.
+address the name resolves to. A call may be limited to some of the targets (those serving the model a
+request names, orchestrator/routing.py): it rotates among those, each subset with its own turn.
 
 Retry rules. A call refused before its first response, UNAVAILABLE (unreachable, loading, draining)
 or RESOURCE_EXHAUSTED (its queue is full), did no work the caller saw and goes to the next replica.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +35,23 @@ RETRIED_BEFORE_START = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EX
 Timeout = float | Callable[[], float | None] | None
 
 
-def parse_targets(spec: str | Sequence[str]) -> list[str]:
+def parse_pools(spec: str | Sequence[str]) -> list[tuple[str, str]]:
+    """``[name=]address`` items, comma-separated: (the model the address is pinned to or "", address).
+
+    An address never holds ``=`` (host:port, [v6]:port, dns:///name:port, unix:path), so the first one
+    splits a pin from it. The name's form is checked where the flag is read (orchestrator/server.py).
+    """
     items = spec.split(",") if isinstance(spec, str) else list(spec)
-    return [t.strip() for t in items if t and t.strip()]
+    pools = []
+    for item in (t.strip() for t in items if t and t.strip()):
+        name, _, address = item.partition("=") if "=" in item else ("", "", item)
+        pools.append((name.strip(), address.strip()))
+    return pools
+
+
+def parse_targets(spec: str | Sequence[str]) -> list[str]:
+    """The addresses of :func:`parse_pools`, pins dropped."""
+    return [address for _, address in parse_pools(spec)]
 
 
 @dataclass(frozen=True)
@@ -91,23 +106,28 @@ class ReplicaPool:
             for t in self.targets
         ]
         self._stubs = [stub_class(ch) for ch in self._channels]
-        self._turn = itertools.count()
+        self._turns: dict[tuple[int, ...], Iterator[int]] = {}  # one round robin per subset of targets
         self.metadata = tuple(metadata)
 
-    def _rotation(self) -> list[tuple[str, Any]]:
-        """(address, stub) in the order this call tries them."""
-        start = next(self._turn) % len(self._stubs)
-        attempts = max(len(self._stubs), 2)  # a single DNS channel still gets one retry on another address
-        return [(self.targets[(start + i) % len(self._stubs)], self._stubs[(start + i) % len(self._stubs)])
-                for i in range(attempts)]
+    def _rotation(self, targets: Collection[str] | None = None) -> list[tuple[str, Any]]:
+        """(address, stub) in the order this call tries them; ``targets`` limits it to those addresses."""
+        indices = tuple(i for i, t in enumerate(self.targets) if targets is None or t in targets)
+        if not indices:
+            raise ValueError(f"none of {sorted(targets or ())} is a target of this pool ({', '.join(self.targets)})")
+        start = next(self._turns.setdefault(indices, itertools.count())) % len(indices)
+        attempts = max(len(indices), 2)  # a single DNS channel still gets one retry on another address
+        chosen = [indices[(start + i) % len(indices)] for i in range(attempts)]
+        return [(self.targets[i], self._stubs[i]) for i in chosen]
 
     async def stream(
         self, method: str, request: Any, timeout: Timeout = None, restart: Callable[[], bool] = lambda: False,
+        targets: Collection[str] | None = None,
     ) -> AsyncIterator[Any]:
         """Server-streaming call under the module's retry rules: the responses, with a :class:`Restarted` before
-        those of a replica that took over mid-stream. ``restart()`` is asked when a replica is lost mid-stream."""
+        those of a replica that took over mid-stream. ``restart()`` is asked when a replica is lost mid-stream.
+        ``targets``: only these addresses (None: all)."""
         last: Exception | None = None
-        rotation = self._rotation()
+        rotation = self._rotation(targets)
         for attempt, (target, stub) in enumerate(rotation):
             call = getattr(stub, method)(request, timeout=_seconds(timeout), metadata=self.metadata)
             responses = 0
@@ -137,11 +157,12 @@ class ReplicaPool:
         raise last
 
     async def unary_from_stream(
-        self, method: str, make_requests: Callable[[], AsyncIterator[Any]], timeout: Timeout = None
+        self, method: str, make_requests: Callable[[], AsyncIterator[Any]], timeout: Timeout = None,
+        targets: Collection[str] | None = None,
     ) -> Any:
         """Client-streaming call; ``make_requests`` is called again for a retry (rules as for a stream's start)."""
         last: grpc.aio.AioRpcError | None = None
-        for target, stub in self._rotation():
+        for target, stub in self._rotation(targets):
             try:
                 return await getattr(stub, method)(make_requests(), timeout=_seconds(timeout),
                                                    metadata=self.metadata)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 import grpc
 
 from acestep_client.client import API_KEY_HEADER, clean_api_key, read_pem
-from acestep_client.constants import SAMPLE_RATE
+from acestep_client.constants import MODEL_NAME_PATTERN, SAMPLE_RATE
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestrator_pb2_grpc
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
@@ -25,7 +26,7 @@ from acestep_serving.runner import open_side_ports
 from acestep_serving.server import GrpcServer, ServerOptions
 from orchestrator.describe import describe_events, prepare_describe
 from orchestrator.pipeline import Backends, Prepared, generate_events, prepare_generation
-from orchestrator.replicas import ReplicaPool, parse_targets
+from orchestrator.replicas import ReplicaPool, parse_pools
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,11 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
             yield event
 
     async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
-        """Every model the DiT and LM replicas report now (each distinct answer once); a replica that cannot
-        answer is left out. The same answers, cached, are what GenerateMusic checks requests against."""
-        catalogs = [self.backends.dit_models, self.backends.lm_models]
-        models = [m for catalog in catalogs if catalog is not None for m in await catalog.models(fresh=True)]
+        """Every DiT and LM model and adapter the pools serve now, each once with ``replicas`` (the targets serving
+        it) and ``is_default`` (what a request naming none gets); a replica that cannot answer is left out, unless
+        its target is pinned to a model (listed, not loaded). GenerateMusic routes on the same answers, cached."""
+        routers = [self.backends.dit_router, self.backends.lm_router]
+        models = [m for router in routers if router is not None for m in await router.listing(fresh=True)]
         return gen_pb2.ListModelsResponse(models=models)
 
 
@@ -123,8 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="acestep serve orchestrator", description="ACE-Step 1.5 front service")
     add_server_flags(parser, default_port=50050, max_concurrency=16, queue_size=64)
-    add_flag(parser, "lm", "", "LM service address(es): host:port[,host:port...] or dns:///name:port; empty = none")
-    add_flag(parser, "dit", "127.0.0.1:50052", "DiT service address(es): host:port[,host:port...] or dns:///name:port")
+    add_flag(parser, "lm", "", "LM service address(es), comma-separated: host:port or dns:///name:port, each "
+             "optionally MODEL=ADDRESS to pin it to a model (else its ListModels says); the first one's model is the "
+             "default; empty = none")
+    add_flag(parser, "dit", "127.0.0.1:50052", "DiT service address(es), comma-separated: host:port or "
+             "dns:///name:port, each optionally MODEL=ADDRESS (e.g. acestep-v15-base=dns:///dit-base:50052) to pin "
+             "it to a model (else its ListModels says); the first one's model is the default")
     add_flag(parser, "backend-api-key", "", "x-api-key sent to the LM and DiT services")
     add_flag(parser, "backend-root-cert", "", "PEM CA bundle that signed the LM/DiT certificates; enables TLS to them")
     add_flag(parser, "backend-client-cert", "", "PEM certificate chain shown to the LM/DiT services (mTLS)")
@@ -141,6 +147,28 @@ def backend_metadata(key: str) -> tuple[tuple[str, str], ...]:
     except InvalidArgument as exc:
         raise StartupError(str(exc)) from None
     return ((API_KEY_HEADER, key),) if key else ()
+
+
+def backend_pools(flag: str, spec: str) -> tuple[list[str], dict[str, str]]:
+    """``--dit`` / ``--lm``: the addresses in order and their pins; StartupError naming the flag for a bad item."""
+    addresses: list[str] = []
+    pins: dict[str, str] = {}
+    for name, address in parse_pools(spec):
+        if not address:
+            raise StartupError(f"--{flag} {spec}: an item without an address (expected [MODEL=]HOST:PORT)")
+        if name and not re.fullmatch(MODEL_NAME_PATTERN, name):
+            raise StartupError(f"--{flag} {name}={address}: {name!r} is not a model name (letters, digits, '.', '_', "
+                               "'-')")
+        if address in addresses:
+            raise StartupError(f"--{flag} {spec}: {address} is given twice")
+        addresses.append(address)
+        if name:
+            pins[address] = name
+    return addresses, pins
+
+
+def _describe_pools(addresses: list[str], pins: dict[str, str]) -> str:
+    return ", ".join(f"{pins[a]}={a}" if a in pins else a for a in addresses) or "none"
 
 
 def backend_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
@@ -165,13 +193,17 @@ async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str],
         "credentials": backend_credentials(args),
         "tls_server_name": args.backend_tls_server_name,
     }
-    dit_targets = parse_targets(args.dit)
-    lm_targets = parse_targets(args.lm)
+    dit_targets, dit_pins = backend_pools("dit", args.dit)
+    lm_targets, lm_pins = backend_pools("lm", args.lm)
+    if not dit_targets:
+        raise StartupError("--dit: at least one DiT service address is needed")
     backends = Backends(
         dit=ReplicaPool(dit_targets, dit_pb2_grpc.DiffusionServiceStub, **pool_options),
         lm=ReplicaPool(lm_targets, lm_pb2_grpc.LanguageModelServiceStub, **pool_options) if lm_targets else None,
         audio_root=Path(args.audio_root) if args.audio_root else None,
         max_message_bytes=pool_options["max_message_bytes"],
+        dit_pins=dit_pins,
+        lm_pins=lm_pins,
     )
     metrics = OrchestratorMetrics()
     admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.admission_waited)
@@ -181,8 +213,8 @@ async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str],
     port = await server.start()
     await server.set_serving(True)
     metrics.ready.labels("orchestrator").set(1)
-    announce(f"orchestrator: listening on {args.host}:{port} (LM: {', '.join(lm_targets) or 'none'}; "
-             f"DiT: {', '.join(dit_targets)})")
+    announce(f"orchestrator: listening on {args.host}:{port} (LM: {_describe_pools(lm_targets, lm_pins)}; "
+             f"DiT: {_describe_pools(dit_targets, dit_pins)})")
     metrics_port = open_side_ports("orchestrator", args, server, metrics, announce)
     return RunningOrchestrator(server, port, metrics_port, backends, metrics)
 

@@ -26,6 +26,7 @@ KUBECTL = shutil.which("kubectl")
 
 # overlay -> namespace
 OVERLAYS = {"gpu-h100": "acestep", "gpu-h100-mtls": "acestep", "gpu-h200": "acestep",
+            "gpu-h100-two-dit-pools": "acestep",
             "gpu-h100-shared-checkpoints": "acestep", "cpu-demo": "acestep-demo"}
 GPU_OVERLAYS = tuple(o for o in OVERLAYS if o.startswith("gpu-"))
 COMPONENTS = ("lm", "dit", "orchestrator")
@@ -63,7 +64,21 @@ def docs_of(target: str, kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in render(target) if d["kind"] == kind}
 
 
+def component_of(doc: dict[str, Any]) -> str:
+    """lm, dit or orchestrator: a Deployment's component label."""
+    return doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def pools(target: str, components: tuple[str, ...] = COMPONENTS) -> list[str]:
+    """Every Deployment of ``components``, named as the helpers below take it: ``acestep-<pool>``. One per
+    component ("lm", "dit", "orchestrator"), and more where an overlay runs another pool of one
+    (overlays/gpu-h100-two-dit-pools: "dit-xl-sft")."""
+    return [name.removeprefix("acestep-") for name, doc in docs_of(target, "Deployment").items()
+            if component_of(doc) in components]
+
+
 def deployment(target: str, component: str) -> dict[str, Any]:
+    """``component``: a component or any pool of one (:func:`pools`)."""
     return docs_of(target, "Deployment")[f"acestep-{component}"]
 
 
@@ -77,7 +92,7 @@ def pod_labels(target: str, component: str) -> dict[str, str]:
 
 def main_container(target: str, component: str) -> dict[str, Any]:
     containers = pod_spec(target, component)["containers"]
-    assert [c["name"] for c in containers] == [component]
+    assert [c["name"] for c in containers] == [component_of(deployment(target, component))]
     return containers[0]
 
 

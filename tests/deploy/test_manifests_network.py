@@ -25,6 +25,7 @@ from .conftest import (
     main_container,
     pod_labels,
     policy_selects,
+    pools,
     render,
     selects,
 )
@@ -89,7 +90,7 @@ def test_egress_is_an_allow_list_per_pod(overlay):
     """Orchestrator: DNS + LM/DiT gRPC. LM/DiT: DNS, + HTTPS only while they download weights. Job: DNS + HTTPS."""
     templates = pod_templates(overlay)
     assert {f"acestep-{c}" for c in COMPONENTS} <= set(templates)
-    backend_labels = {c: pod_labels(overlay, c) for c in BACKENDS}
+    backend_labels = {c: pod_labels(overlay, c) for c in pools(overlay, BACKENDS)}
     for name, template in templates.items():
         labels = template["metadata"]["labels"]
         internet, pods = False, set()
@@ -105,10 +106,10 @@ def test_egress_is_an_allow_list_per_pod(overlay):
                 else:
                     assert all(set(peer) == {"podSelector"} for peer in peers), f"{name}: {peers}"
                     (port,) = ports_of(rule)
-                    pods |= {(c, port) for peer in peers for c in BACKENDS
+                    pods |= {(c, port) for peer in peers for c in backend_labels
                              if selects(peer["podSelector"]["matchLabels"], backend_labels[c])}
         assert internet == downloads(template), f"{name}: HTTPS egress must go with (and only with) a download"
-        expected = {("lm", (HEADLESS["lm"][1], "TCP")), ("dit", (HEADLESS["dit"][1], "TCP"))}
+        expected = {(c, (HEADLESS[c.split("-")[0]][1], "TCP")) for c in backend_labels}  # every LM and DiT pool
         assert pods == (expected if name == "acestep-orchestrator" else set()), f"{name} reaches {pods}"
 
 
@@ -126,6 +127,7 @@ def test_no_egress_reaches_the_metadata_endpoint_or_private_ranges(overlay):
 def test_downloading_pods_are_the_ones_the_https_policy_selects():
     """gpu-h100: every LM/DiT pod downloads; with shared-checkpoints only the Job does; cpu-demo nobody."""
     expected = {"gpu-h100": {"acestep-lm", "acestep-dit"},
+                "gpu-h100-two-dit-pools": {"acestep-lm", "acestep-dit", "acestep-dit-xl-sft"},
                 "gpu-h100-shared-checkpoints": {"acestep-fetch-checkpoints"},
                 "cpu-demo": set()}
     for overlay, names in expected.items():
@@ -135,7 +137,8 @@ def test_downloading_pods_are_the_ones_the_https_policy_selects():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_only_the_orchestrator_reaches_lm_and_dit(overlay):
     orchestrator_labels = pod_labels(overlay, "orchestrator")
-    for component, (_, grpc_port) in HEADLESS.items():
+    for component in pools(overlay, BACKENDS):
+        grpc_port = HEADLESS[component.split("-")[0]][1]
         policies = selecting(overlay, pod_labels(overlay, component), "Ingress")
         assert any(p["spec"].get("ingress") for p in policies), f"no ingress allow list for {component}"
         for policy in policies:
@@ -158,12 +161,12 @@ def test_only_the_orchestrator_reaches_lm_and_dit(overlay):
 def test_api_keys_are_required_except_in_the_demo(target):
     """optional: true would start the services open when the Secret is missing or misnamed."""
     refs = {}
-    for component in COMPONENTS:
+    for component in pools(target):
         env = env_of(main_container(target, component))
         for name, value in env.items():
             if isinstance(value, dict) and value.get("secretKeyRef", {}).get("name") == "acestep-api-keys":
                 refs[(component, name)] = value["secretKeyRef"]
-    assert set(refs) == {("lm", "ACESTEP_API_KEYS"), ("dit", "ACESTEP_API_KEYS"),
+    assert set(refs) == {*((pool, "ACESTEP_API_KEYS") for pool in pools(target, BACKENDS)),
                          ("orchestrator", "ACESTEP_API_KEYS"), ("orchestrator", "ACESTEP_BACKEND_API_KEY")}
     demo = target == "cpu-demo"
     for where, ref in refs.items():

@@ -19,6 +19,7 @@ from .conftest import (
     K8S,
     KUBECTL,
     OVERLAYS,
+    component_of,
     deployment,
     docs_of,
     env_of,
@@ -26,6 +27,7 @@ from .conftest import (
     metric_names_in_code,
     pod_labels,
     pod_spec,
+    pools,
     render,
     render_composed,
     selects,
@@ -42,7 +44,7 @@ GPU_PRODUCTS = {  # components/gpu-product/<name> -> the GPU Feature Discovery l
     "l4": {"NVIDIA-L4"},
 }
 OVERLAY_PRODUCT = {"gpu-h100": "h100", "gpu-h100-mtls": "h100", "gpu-h100-shared-checkpoints": "h100",
-                   "gpu-h200": "h200"}
+                   "gpu-h100-two-dit-pools": "h100", "gpu-h200": "h200"}
 ADAPTER_VALUES = K8S / "monitoring" / "prometheus-adapter-values.yaml"
 
 
@@ -68,18 +70,20 @@ def test_no_replicas_on_deployments_an_hpa_scales(target):
     """`kubectl apply -k` would reset a DiT the HPA scaled to 8 back to the manifest's count."""
     hpas = {h["spec"]["scaleTargetRef"]["name"] for h in docs_of(target, "HorizontalPodAutoscaler").values()}
     deployments = docs_of(target, "Deployment")
-    assert set(deployments) == {f"acestep-{c}" for c in COMPONENTS} <= hpas
+    assert {f"acestep-{c}" for c in COMPONENTS} <= set(deployments) <= hpas  # every pool has its HPA
+    assert {component_of(d) for d in deployments.values()} == set(COMPONENTS)
     for name in deployments:
         assert "replicas" not in deployments[name]["spec"], f"{target}: {name} sets replicas; its HPA owns them"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_autoscalers(overlay):
-    for component in COMPONENTS:
-        hpa = hpa_of(overlay, component)
+    for pool in pools(overlay):
+        component = component_of(deployment(overlay, pool))
+        hpa = hpa_of(overlay, pool)
         assert hpa["apiVersion"] == "autoscaling/v2"
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                                 "name": f"acestep-{component}"}
+                                                 "name": f"acestep-{pool}"}
         assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
         if component == "orchestrator":
             metrics = hpa["spec"]["metrics"]
@@ -94,11 +98,11 @@ def test_autoscalers(overlay):
 def test_progress_deadline_outlasts_a_pod_start(overlay):
     """A rollout is marked failed after progressDeadlineSeconds without progress: it must exceed the startup
     probe's budget plus image pull and weight download (the 600 s default is less than the 900 s probe)."""
-    for component in COMPONENTS:
+    for component in pools(overlay):
         spec = deployment(overlay, component)["spec"]
         assert "progressDeadlineSeconds" in spec, f"{component}: explicit, not the default"
         budget = startup_budget(main_container(overlay, component))
-        margin = 600 if component in BACKENDS else 300  # pull + download + compile; pull only
+        margin = 600 if component != "orchestrator" else 300  # pull + download + compile; pull only
         assert spec["progressDeadlineSeconds"] >= budget + margin, (component, spec["progressDeadlineSeconds"])
 
 
@@ -108,9 +112,9 @@ def test_progress_deadline_outlasts_a_pod_start(overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_gpu_pools_roll_without_surge(overlay):
     """maxSurge 1 needs a spare GPU: on a full pool the surge pod stays Pending and the rollout stalls."""
-    for component in COMPONENTS:
+    for component in pools(overlay):
         rolling = deployment(overlay, component)["spec"]["strategy"]["rollingUpdate"]
-        if overlay in GPU_OVERLAYS and component in BACKENDS:
+        if overlay in GPU_OVERLAYS and component != "orchestrator":
             assert rolling == {"maxSurge": 0, "maxUnavailable": 1}, (overlay, component)
         else:  # CPU pods: surge, never below the current count
             assert rolling == {"maxSurge": 1, "maxUnavailable": 0}, (overlay, component)
@@ -119,7 +123,7 @@ def test_gpu_pools_roll_without_surge(overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_a_drain_never_takes_the_last_pod_and_never_blocks_forever(overlay):
     budgets = docs_of(overlay, "PodDisruptionBudget").values()
-    for component in COMPONENTS:
+    for component in pools(overlay):  # each pool its own budget, selecting none of another pool's pods
         (pdb,) = [b for b in budgets if selects(b["spec"]["selector"]["matchLabels"], pod_labels(overlay, component))]
         spec = pdb["spec"]
         assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow", "pods still loading may always go"
@@ -136,11 +140,12 @@ def test_a_drain_never_takes_the_last_pod_and_never_blocks_forever(overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_dit_drains_as_long_as_the_orchestrator_waits(overlay):
     """The orchestrator drains for a long song's synthesis; a DiT pod cut off sooner breaks that stream."""
-    grace = {c: float(env_of(main_container(overlay, c))["ACESTEP_GRACE_SECONDS"]) for c in COMPONENTS}
-    assert grace["dit"] >= grace["orchestrator"], grace
-    if overlay in GPU_OVERLAYS:
-        assert grace["dit"] >= 300
-        assert pod_spec(overlay, "dit")["terminationGracePeriodSeconds"] >= 300 + 10 + 10  # + preStop + margin
+    grace = {c: float(env_of(main_container(overlay, c))["ACESTEP_GRACE_SECONDS"]) for c in pools(overlay)}
+    for dit in pools(overlay, ("dit",)):
+        assert grace[dit] >= grace["orchestrator"], grace
+        if overlay in GPU_OVERLAYS:
+            assert grace[dit] >= 300
+            assert pod_spec(overlay, dit)["terminationGracePeriodSeconds"] >= 300 + 10 + 10  # + preStop + margin
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -149,13 +154,13 @@ def test_serving_pods_share_one_cluster_scoped_priority_class(overlay):
     assert priority["metadata"]["name"] == "acestep-serving" and "namespace" not in priority["metadata"]
     assert 0 < priority["value"] < 1_000_000_000, "below the system-* classes"
     assert priority["globalDefault"] is False
-    for component in COMPONENTS:
+    for component in pools(overlay):
         assert pod_spec(overlay, component)["priorityClassName"] == "acestep-serving", component
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_model_pods_spread_over_nodes_and_zones(overlay):
-    for component in BACKENDS:
+    for component in pools(overlay, BACKENDS):
         constraints = pod_spec(overlay, component)["topologySpreadConstraints"]
         keys = {c["topologyKey"] for c in constraints}
         assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
@@ -168,16 +173,17 @@ def test_model_pods_spread_over_nodes_and_zones(overlay):
 @pytest.mark.parametrize("overlay", GPU_OVERLAYS)
 def test_gpu_pods_request_the_memory_they_may_use(overlay):
     """request = limit: under node memory pressure the kubelet evicts pods above their request first."""
-    for component in BACKENDS:
+    for component in pools(overlay, BACKENDS):
         resources = main_container(overlay, component)["resources"]
         assert resources["requests"]["memory"] == resources["limits"]["memory"], component
 
 
 @pytest.mark.parametrize("overlay", GPU_OVERLAYS)
 def test_gpu_pools_are_separate_and_pinned_to_the_overlays_gpu_model(overlay):
-    pools = {c: pod_spec(overlay, c)["nodeSelector"]["acestep.io/pool"] for c in BACKENDS}
-    assert pools["lm"] != pools["dit"]
-    for component in BACKENDS:
+    node_pools = {c: pod_spec(overlay, c)["nodeSelector"]["acestep.io/pool"] for c in pools(overlay, BACKENDS)}
+    assert node_pools["lm"] != node_pools["dit"]
+    assert {node_pools[c] for c in pools(overlay, ("dit",))} == {node_pools["dit"]}, "every DiT pool on DiT nodes"
+    for component in pools(overlay, BACKENDS):
         assert gpu_products(render(overlay), component) == GPU_PRODUCTS[OVERLAY_PRODUCT[overlay]]
     orchestrator = pod_spec(overlay, "orchestrator")
     assert "nodeSelector" not in orchestrator and "nodeAffinity" not in orchestrator.get("affinity", {})
@@ -219,7 +225,7 @@ def series_of(rule: dict) -> set[str]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_model_hpas_scale_on_windowed_rates_the_adapter_serves(overlay):
     rules = adapter_rules()
-    for component in BACKENDS:
+    for component in pools(overlay, BACKENDS):
         metrics = hpa_of(overlay, component)["spec"]["metrics"]
         assert {m["type"] for m in metrics} == {"Pods"}
         names = {m["pods"]["metric"]["name"] for m in metrics}

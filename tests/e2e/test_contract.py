@@ -79,8 +79,15 @@ def test_every_replica_and_the_orchestrator_list_their_models(stack):
                                     gen_pb2.TASK_TYPE_COVER_NOFSQ]
     assert (dit.min_inference_steps, dit.max_inference_steps, dit.default_inference_steps) == (1, 8, 8)
     assert (dit.max_duration_s, dit.max_batch_size) == (600.0, 8)
-    assert (lm.name, lm.kind, lm.loaded) == ("acestep-5Hz-lm-1.7B", gen_pb2.MODEL_KIND_LM, True)
-    assert list(front) == [dit, lm]
+    assert (lm.name, lm.kind, lm.loaded, lm.is_default) == ("acestep-5Hz-lm-1.7B", gen_pb2.MODEL_KIND_LM, True, True)
+    # The orchestrator's: the same models, each with the replicas serving it and marked as the default.
+    expected = [gen_pb2.ModelInfo(), gen_pb2.ModelInfo()]
+    for entry, model, replica in zip(expected, (dit, lm), (stack.stack.dit.address, stack.stack.lm.address),
+                                     strict=True):
+        entry.CopyFrom(model)
+        entry.replicas[:] = [replica]
+        entry.is_default = True
+    assert list(front) == expected
 
 
 def test_steps_over_the_models_limit_are_refused_before_the_lm_runs(stack):

@@ -172,6 +172,7 @@ def test_client_only_install_has_no_server_dependencies(client, tmp_path):
         ("make-tiny-checkpoints", "tiny"),
         ("fetch-checkpoints", "--dest", "tiny", "--model", "acestep-v15-turbo"),
         ("generate", "--caption", "jazz", "--duration", "10"),  # no --target: the in-process stack
+        ("models",),  # no --target: the in-process stack
     ],
 )
 def test_server_side_commands_say_which_extra_they_need(client, tmp_path, argv):
@@ -214,3 +215,10 @@ def test_cli_generates_against_a_running_server(client, server, tmp_path):
     assert rate == 48000 and audio.shape[1] == 2
     assert audio.shape[0] == pytest.approx(10 * 48000, abs=24000)
     assert float(abs(audio).max()) > 0  # real samples, not an empty container
+
+
+def test_cli_lists_the_models_of_a_running_server(client, server, tmp_path):
+    result = client.run(client.acestep, "models", "--target", server.address, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, f"{result.stderr}\nserver log:\n{server.log_tail()}"
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows["acestep-v15-turbo"][1] == "dit" and rows["acestep-5Hz-lm-1.7B"][1] == "lm"

@@ -29,7 +29,10 @@ from acestep_client.proto.acestep.v1 import orchestrator_pb2 as orch
         (["--caption", "x", "--lm-top-p", "1.5"], "--lm-top-p"),
         (["--caption", "x", "--seeds", "1,2,3", "--batch-size", "2"], "--seeds"),
         (["--caption", "x", "--seed", "5", "--batch-size", "3"], "--seed"),
-        (["--caption", "x", "--dit-model", "acestep-v15-base", "--target", "127.0.0.1:1"], "--dit-model"),
+        (["--caption", "x", "--dit-model", "../checkpoints/x", "--target", "127.0.0.1:1"], "--dit-model"),
+        (["--caption", "x", "--lm-model", "/abs/lm"], "--lm-model"),
+        (["--caption", "x", "--adapter", "my lora"], "--adapter"),
+        (["--caption", "x", "--adapter", "lofi", "--adapter-scale", "1.5"], "--adapter-scale"),
     ],
 )
 def test_bad_input_exits_2_naming_the_flag_and_writes_nothing(tmp_path, capsys, argv, flag):
@@ -83,6 +86,14 @@ def test_flags_map_onto_params_and_config():
     assert (params.lm_temperature, params.lm_cfg_scale, params.lm_top_k, params.lm_top_p) == (0.7, 3.0, 40, 0.95)
     assert params.lm_negative_prompt == "noise"
     assert (config.batch_size, config.audio_format, config.use_random_seed) == (3, "mp3", True)
+
+
+def test_model_flags_set_the_request_params_with_or_without_a_target():
+    for target in ((), ("--target", "127.0.0.1:1")):
+        params, _ = _inputs("--caption", "c", "--dit-model", "acestep-v15-base", "--lm-model", "acestep-5Hz-lm-0.6B",
+                            "--adapter", "lofi-v2", "--adapter-scale", "0.25", *target)
+        assert (params.dit_model, params.lm_model, params.adapter, params.adapter_scale) == (
+            "acestep-v15-base", "acestep-5Hz-lm-0.6B", "lofi-v2", 0.25)
 
 
 def test_defaults_are_the_api_defaults():
