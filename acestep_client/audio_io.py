@@ -159,13 +159,42 @@ def write_audio(
     return path
 
 
-def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode a file's bytes into ``([channels, samples]`` float32, sample_rate)."""
+_READ_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError)
+_BLOCK_FRAMES = 1 << 18
+
+
+def unreadable(field: str, exc: BaseException) -> InvalidArgument:
+    """InvalidArgument naming ``field`` for a file libsndfile could not read, with its reason."""
+    reason = getattr(exc, "error_string", None) or str(exc).split(": ")[-1]
+    return InvalidArgument(field, f"is not a readable wav/flac/mp3 file: {reason}")
+
+
+def decode_audio(
+    data: bytes, *, field: str = "audio", max_frames: int | None = None, max_channels: int | None = None
+) -> tuple[np.ndarray, int]:
+    """Decode a file's bytes into ``([channels, samples]`` float32, sample_rate).
+
+    Read block by block: a header may leave the length unset (a streamed FLAC). ``max_frames`` stops reading once
+    more than that many frames came (the caller sees ``max_frames + 1`` or fewer); ``max_channels`` keeps the first
+    ones only, so a many-channel file never sits in memory whole.
+    """
+    blocks: list[np.ndarray] = []
+    total = 0
     try:
-        frames, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise InvalidArgument("audio", f"is not a readable wav/flac/mp3 file: {exc}") from None
-    return np.ascontiguousarray(frames.T), int(rate)
+        with sf.SoundFile(io.BytesIO(data)) as file:
+            rate = int(file.samplerate)
+            while max_frames is None or total <= max_frames:
+                block = file.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                total += len(block)
+                blocks.append(np.ascontiguousarray(block[:, :max_channels].T))
+            channels = min(file.channels, max_channels or file.channels)
+    except _READ_ERRORS as exc:
+        raise unreadable(field, exc) from None
+    if not blocks:
+        return np.zeros((channels, 0), dtype=np.float32), rate
+    return (np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]), rate
 
 
 def duration_seconds(data: bytes) -> float | None:

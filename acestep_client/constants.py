@@ -99,3 +99,13 @@ FLOW_EDIT_N_AVG_RANGE = (1, 8)  # upstream's UI slider
 # Logical model and adapter names (never paths): what a checkpoint folder or adapter file may be called.
 MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 ADAPTER_SCALE_RANGE = (0.0, 1.0)  # upstream's /v1/lora/scale
+
+# Uploaded audio (src_audio, reference_audio): what a file's header may declare, checked before the file is decoded in
+# full, so a few bytes cannot expand into minutes of audio and gigabytes of server memory (acestep_client/uploads.py).
+LATENT_FRAMES_PER_SECOND = 25  # the VAE's latent rate: one frame per 1,920 samples at 48 kHz
+UPLOAD_SAMPLE_RATE_RANGE = (8_000, 192_000)  # Hz
+UPLOAD_MAX_CHANNELS = 8  # the first two are used (a mono file is doubled), as upstream does
+UPLOAD_MAX_SECONDS = DURATION_RANGE[1]
+# The shortest source the VAE encodes: one latent frame. Shorter ones would give no latents at all (upstream fails
+# there too); a reference is repeated to 30 s first (as upstream), so any length of it works.
+MIN_SOURCE_SAMPLES = SAMPLE_RATE // LATENT_FRAMES_PER_SECOND

@@ -7,6 +7,7 @@ work, so bad input never reaches a GPU and every client gets the same field-name
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 
@@ -142,9 +143,11 @@ def validate_describe_task(task: pb.DescribeTask) -> str:
         sample = task.format_sample
         check_max_chars("caption", sample.caption, c.MAX_CAPTION_CHARS)
         check_max_chars("lyrics", sample.lyrics, c.MAX_LYRICS_CHARS)
-        if sample.HasField("bpm") and sample.bpm > 0:
+        # Besides leaving them unset, bpm 0 and a finite duration <= 0 (generate's "auto") let the LM choose;
+        # anything else out of range (a negative bpm, NaN, an infinity) is refused, never ignored.
+        if sample.HasField("bpm") and sample.bpm != 0:
             check_range("bpm", sample.bpm, *c.BPM_RANGE, integer=True)
-        if sample.HasField("duration") and sample.duration > 0:
+        if sample.HasField("duration") and (sample.duration > 0 or not math.isfinite(sample.duration)):
             check_range("duration", sample.duration, *c.DURATION_RANGE)
         check_keyscale("keyscale", sample.keyscale)
         check_timesignature("timesignature", sample.timesignature)

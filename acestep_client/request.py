@@ -12,12 +12,13 @@ import uuid
 from pathlib import Path
 
 from acestep_client.audio_io import FileFormat, check_encoder, detect_format, duration_seconds
+from acestep_client.audio_uploads import read_header
 from acestep_client.constants import DURATION_RANGE, SAMPLE_RATE
 from acestep_client.convert import config_to_proto, params_to_proto
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2, orchestrator_pb2
 from acestep_client.types import GenerationConfig, GenerationParams
-from acestep_client.validation import validate_config, validate_params
+from acestep_client.validation import shown, validate_config, validate_params
 from acestep_client.wire_audio import stream_encoding_number
 
 _FORMAT_ENUM = {
@@ -36,7 +37,13 @@ SOURCE_LENGTH_SLACK = 1.05
 
 
 def read_upload(field: str, path: str, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> generation_pb2.AudioInput:
-    """The file at ``path`` as an AudioInput with its detected container; errors name ``field``."""
+    """The file at ``path`` as an AudioInput with its detected container; errors name ``field``.
+
+    Its header is checked as the servers check it (at most 600 s, 8-192 kHz, 1-8 channels, a src_audio at least one
+    latent frame long: acestep_client/audio_uploads.py), so a file they would refuse is not sent.
+    """
+    if "\x00" in path:
+        raise InvalidArgument(field, f"must be a file path without NUL characters, got {shown(path)}")
     file = Path(path).expanduser()
     if not file.is_file():
         raise InvalidArgument(field, f"file not found: {path}")
@@ -48,6 +55,7 @@ def read_upload(field: str, path: str, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
         audio_format = detect_format(data)
     except InvalidArgument as exc:
         raise InvalidArgument(field, f"{path} is not a wav, flac or mp3 file") from exc
+    read_header(data, field, source=field == "src_audio")
     return generation_pb2.AudioInput(data=data, format=_FORMAT_ENUM[audio_format], filename=file.name)
 
 

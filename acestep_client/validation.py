@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _KEYSCALE = re.compile(r"^[A-Ga-g][#b♯♭]?\s*(major|minor|maj|min|m)?$", re.IGNORECASE)
 _AUDIO_CODES = re.compile(r"^(\s*<\|audio_code_(\d+)\|>)*\s*$")
 _CODE = re.compile(r"<\|audio_code_(\d+)\|>")
+_MAX_CODE_DIGITS = len(str(c.AUDIO_CODE_MAX))  # more digits (past leading zeros) cannot be a code
 
 
 def _number(name: str, value: object, *, integer: bool = False) -> float:
@@ -32,6 +33,16 @@ def _number(name: str, value: object, *, integer: bool = False) -> float:
     if not math.isfinite(value):
         raise InvalidArgument(name, f"must be finite, got {value!r}")
     return value
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters: a refused value may be megabytes long."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} items" if isinstance(value, (list, tuple)) else (
+        f"{len(value) if isinstance(value, str) else len(text)} characters")
+    return f"{text[:limit]}... ({size})"
 
 
 def _fmt(x: float) -> str:
@@ -80,21 +91,21 @@ def normalize_keyscale(value: str) -> str:
 def check_keyscale(name: str, value: object) -> None:
     check_max_chars(name, value, 32)
     if value.strip() and not _KEYSCALE.match(value.strip()):
-        raise InvalidArgument(name, f"must be a key like 'C major', 'F# minor' or 'Am' (or empty), got {value!r}")
+        raise InvalidArgument(name, f"must be a key like 'C major', 'F# minor' or 'Am' (or empty), got {shown(value)}")
 
 
 def check_timesignature(name: str, value: object) -> None:
     check_max_chars(name, value, 8)
     if value.strip() and normalize_timesignature(value) not in c.TIME_SIGNATURES:
         allowed = ", ".join([*c.TIME_SIGNATURES, *c.TIME_SIGNATURE_FRACTIONS])
-        raise InvalidArgument(name, f"must be one of {allowed} (or empty), got {value!r}")
+        raise InvalidArgument(name, f"must be one of {allowed} (or empty), got {shown(value)}")
 
 
 def check_language(name: str, value: object, *, allow_empty: bool) -> None:
     check_max_chars(name, value, 16)
     if not (allow_empty and value == "") and value not in c.VOCAL_LANGUAGES:
         empty = " (or empty)" if allow_empty else ""
-        raise InvalidArgument(name, f"must be one of {' '.join(c.VOCAL_LANGUAGES)}{empty}, got {value!r}")
+        raise InvalidArgument(name, f"must be one of {' '.join(c.VOCAL_LANGUAGES)}{empty}, got {shown(value)}")
 
 
 def check_audio_codes(name: str, text: object, max_codes: int | None = None) -> None:
@@ -104,7 +115,7 @@ def check_audio_codes(name: str, text: object, max_codes: int | None = None) -> 
         return
     if not _AUDIO_CODES.match(text):
         raise InvalidArgument(name, "must be a string of <|audio_code_N|> tokens, N in 0-65534")
-    values = parse_audio_codes(text)
+    values = parse_audio_codes(text, name)
     if max_codes is not None and len(values) > max_codes:
         raise InvalidArgument(name, f"at most {max_codes} codes, got {len(values)}")
     bad = [n for n in values if n > c.AUDIO_CODE_MAX]
@@ -112,9 +123,20 @@ def check_audio_codes(name: str, text: object, max_codes: int | None = None) -> 
         raise InvalidArgument(name, f"code values must be in 0-{c.AUDIO_CODE_MAX}, got {bad[0]}")
 
 
-def parse_audio_codes(text: str) -> list[int]:
-    """'<|audio_code_12|><|audio_code_7|>' -> [12, 7]."""
-    return [int(m) for m in _CODE.findall(text)]
+def parse_audio_codes(text: str, name: str = "audio_codes") -> list[int]:
+    """'<|audio_code_12|><|audio_code_7|>' -> [12, 7].
+
+    A number too long to be a code is InvalidArgument naming ``name``, before ``int()`` meets it: Python refuses to
+    convert strings over 4,300 digits (ValueError), and a long one costs quadratic time below that.
+    """
+    values = []
+    for digits in _CODE.findall(text):
+        significant = digits.lstrip("0")
+        if len(significant) > _MAX_CODE_DIGITS:
+            raise InvalidArgument(name, f"code values must be in 0-{c.AUDIO_CODE_MAX}, got a {len(significant)}-digit "
+                                        f"number")
+        values.append(int(significant or "0"))
+    return values
 
 
 def named_tracks(instruction: str) -> list[str]:
@@ -141,7 +163,9 @@ def validate_params(p: GenerationParams) -> None:
     for name in ("reference_audio", "src_audio"):
         value = getattr(p, name)
         if value is not None and (not isinstance(value, str) or not value):
-            raise InvalidArgument(name, f"must be a non-empty file path or None, got {value!r}")
+            raise InvalidArgument(name, f"must be a non-empty file path or None, got {shown(value)}")
+        if value is not None and "\x00" in value:
+            raise InvalidArgument(name, f"must be a file path without NUL characters, got {shown(value)}")
     for name in ("instrumental", "use_adg", "thinking", "use_cot_metas", "use_cot_caption",
                  "use_cot_lyrics", "use_cot_language", "use_constrained_decoding"):
         _bool(name, getattr(p, name))
@@ -155,7 +179,7 @@ def validate_params(p: GenerationParams) -> None:
         raise InvalidArgument(
             "instruction",
             f"task_type={p.task_type} needs an instruction naming a track, one of {', '.join(c.TRACK_NAMES)}; "
-            f"got {p.instruction!r}",
+            f"got {shown(p.instruction)}",
         )
 
     check_language("vocal_language", p.vocal_language, allow_empty=False)
@@ -181,14 +205,7 @@ def validate_params(p: GenerationParams) -> None:
             "cfg_interval_start",
             f"must be <= cfg_interval_end ({p.cfg_interval_end:g}), got {p.cfg_interval_start:g}",
         )
-    check_range("repainting_start", p.repainting_start, -c.DURATION_RANGE[1], c.DURATION_RANGE[1])
-    end = _number("repainting_end", p.repainting_end)
-    if end != -1 and not p.repainting_start < end <= 2 * c.DURATION_RANGE[1]:
-        raise InvalidArgument(
-            "repainting_end",
-            f"must be -1 (end of audio) or in ({p.repainting_start:g}, {2 * c.DURATION_RANGE[1]:g}] seconds, "
-            f"after repainting_start, got {p.repainting_end!r}",
-        )
+    check_repainting(p.repainting_start, p.repainting_end)
     check_range("audio_cover_strength", p.audio_cover_strength, 0.0, 1.0)
 
     check_range("lm_temperature", p.lm_temperature, *c.LM_TEMPERATURE_RANGE)
@@ -202,9 +219,33 @@ def validate_params(p: GenerationParams) -> None:
     validate_editing(p)
 
 
+def check_repainting(start: object, end: object, source_seconds: float | None = None) -> None:
+    """The repainted audio is at most 600 s: the source, with silence before it for a negative ``start`` and after
+    it for an ``end`` past its end, as the DiT pads it (the spec's maximum length).
+
+    Without the source's length only what the span alone implies is checked.
+    """
+    limit = c.DURATION_RANGE[1]
+    check_range("repainting_start", start, -limit, limit)
+    end = _number("repainting_end", end)
+    before = max(-start, 0.0)
+    if end != -1 and not start < end <= limit - before:
+        padding = f" with the {before:g} s of silence a negative repainting_start adds" if before else ""
+        raise InvalidArgument(
+            "repainting_end",
+            f"must be -1 (end of audio) or in ({start:g}, {limit - before:g}] seconds: after repainting_start, and at "
+            f"most {limit:g} s of audio{padding}; got {end!r}",
+        )
+    if source_seconds is not None and before + source_seconds > limit:  # the span alone fits: the source does not
+        raise InvalidArgument("repainting_start", (
+            f"must be at least {min(source_seconds - limit, 0):g} s with this {source_seconds:g} s source: the "
+            f"repainted audio would be {before + source_seconds:g} s with the {before:g} s of silence before it, over "
+            f"the {limit:g} s limit"))
+
+
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in allowed:
-        raise InvalidArgument(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+        raise InvalidArgument(name, f"must be one of {', '.join(allowed)}, got {shown(value)}")
 
 
 def check_timesteps(name: str, value: object, max_steps: int = c.MAX_TIMESTEPS_BASE) -> None:
@@ -220,7 +261,7 @@ def check_timesteps(name: str, value: object, max_steps: int = c.MAX_TIMESTEPS_B
         if not 0.0 <= _number(name, item) <= 1.0:
             raise InvalidArgument(name, f"values must be between 0 and 1, got {item!r}")
     if any(later >= earlier for earlier, later in itertools.pairwise(value)):
-        raise InvalidArgument(name, f"values must be strictly decreasing, got {list(value)!r}")
+        raise InvalidArgument(name, f"values must be strictly decreasing, got {shown(list(value))}")
     steps = timestep_steps(value)
     if value and not 1 <= steps <= max_steps:
         raise InvalidArgument(name, f"must have 1-{max_steps} steps (values above the final 0), got {steps}")
@@ -309,9 +350,11 @@ def validate_config(cfg: GenerationConfig) -> None:
     for name in ("allow_lm_batch", "use_random_seed", "constrained_decoding_debug"):
         _bool(name, getattr(cfg, name))
     if cfg.audio_format not in c.AUDIO_FORMATS:
-        raise InvalidArgument("audio_format", f"must be one of {', '.join(c.AUDIO_FORMATS)}, got {cfg.audio_format!r}")
+        raise InvalidArgument("audio_format",
+                              f"must be one of {', '.join(c.AUDIO_FORMATS)}, got {shown(cfg.audio_format)}")
     if cfg.mp3_bitrate not in c.MP3_BITRATES:
-        raise InvalidArgument("mp3_bitrate", f"must be one of {', '.join(c.MP3_BITRATES)}, got {cfg.mp3_bitrate!r}")
+        raise InvalidArgument("mp3_bitrate",
+                              f"must be one of {', '.join(c.MP3_BITRATES)}, got {shown(cfg.mp3_bitrate)}")
     if isinstance(cfg.mp3_sample_rate, bool) or cfg.mp3_sample_rate not in c.MP3_SAMPLE_RATES:
         allowed = " or ".join(str(rate) for rate in c.MP3_SAMPLE_RATES)
         raise InvalidArgument("mp3_sample_rate", f"must be {allowed} (Hz), got {cfg.mp3_sample_rate!r}")

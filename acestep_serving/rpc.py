@@ -48,9 +48,18 @@ async def guarded_stream(
         except Exception as exc:  # every failure becomes a status
             await abort_with(context, exc, outcome)
         finally:
-            if admission.running == 0:  # emptying the cache under other running requests would stall them
-                release_accelerator_memory()
+            release_when_idle(admission)
             on_done(outcome["code"])
+
+
+def release_when_idle(admission: Admission) -> None:
+    """Empty the accelerator cache once a call ends, if no other request runs (it would stall them).
+
+    A failed call's own references are dropped by ``abort_with`` (its traceback's frames are cleared); a full
+    ``gc.collect()`` here would cost the event loop ~0.1-0.5 s per refused request.
+    """
+    if admission.running == 0:
+        release_accelerator_memory()
 
 
 def item_seeds(seeds: list[int], max_batch: int) -> list[int]:

@@ -17,6 +17,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from acestep_client.client import API_KEY_HEADER, clean_api_key
 from acestep_client.errors import InvalidArgument
+from acestep_serving.decoding import UndecodableRequestInterceptor
 from acestep_serving.preflight import StartupError
 from acestep_serving.reflection import enable_reflection
 
@@ -115,6 +116,7 @@ class GrpcServer:
         ]
         interceptors = ([ApiKeyInterceptor(options.api_keys, options.reflection_without_key)]
                         if options.api_keys else [])
+        interceptors.append(UndecodableRequestInterceptor())  # innermost: a refused key never reaches it
         self.server = grpc.aio.server(options=limits, interceptors=interceptors)
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

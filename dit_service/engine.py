@@ -20,6 +20,7 @@ import torch
 
 from acestep_client.constants import BASE_MODEL_HINT, MAX_CAPTION_CHARS
 from acestep_client.errors import FailedPrecondition, InvalidArgument
+from acestep_client.validation import check_repainting
 
 from .batch_ops import DiTCall, run_dit, run_vae, vae_key
 from .batcher import BatchOp, BatchSession, ForwardBatcher
@@ -41,6 +42,7 @@ from .tasks import (
     build_task_plan,
     parse_audio_codes,
     prepare_reference_audio,
+    repaint_window,
     task_instruction,
     validate_codes,
 )
@@ -142,14 +144,29 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise InvalidArgument(name, f"allowed {low}-{high}, got {value!r}")
 
 
-def _check_audio(name: str, wav: torch.Tensor | None) -> None:
+def _check_audio(name: str, wav: torch.Tensor | None, min_samples: int = 1, max_samples: int | None = None) -> None:
     if wav is None:
         return
     if not isinstance(wav, torch.Tensor) or wav.dim() != 2 or wav.shape[0] != 2 or wav.shape[1] == 0:
         shape = tuple(wav.shape) if isinstance(wav, torch.Tensor) else type(wav).__name__
         raise InvalidArgument(name, f"allowed a float tensor [2, n>0] at 48 kHz, got {shape}")
+    if wav.shape[1] < min_samples:  # the VAE encodes whole 1,920-sample frames: shorter gives no latents at all
+        raise InvalidArgument(name, f"allowed at least {min_samples} samples ({min_samples / 48_000:g} s at 48 kHz, "
+                                    f"one latent frame), got {wav.shape[1]}")
+    if max_samples is not None and wav.shape[1] > max_samples:
+        raise InvalidArgument(name, f"allowed at most {max_samples} samples ({max_samples / 48_000:g} s at 48 kHz), "
+                                    f"got {wav.shape[1]}")
     if not torch.isfinite(wav).all():
         raise InvalidArgument(name, "allowed finite samples, got NaN/inf")
+
+
+def _check_latents(name: str, latents: torch.Tensor | None, channels: int, max_frames: int) -> None:
+    if latents is None:
+        return
+    if latents.dim() != 2 or latents.shape[1] != channels or not 0 < latents.shape[0] <= max_frames:
+        raise InvalidArgument(name, f"allowed latents [T in 1-{max_frames}, {channels}], got {tuple(latents.shape)}")
+    if not torch.isfinite(latents).all():  # NaN latents would decode to NaN audio and an OK status
+        raise InvalidArgument(name, "allowed finite latents, got NaN/inf")
 
 
 class DiTEngine:
@@ -280,15 +297,11 @@ class DiTEngine:
                 f"allowed <= cfg_interval_end ({req.cfg_interval_end}), got {req.cfg_interval_start}",
             )
         _check_range("audio_cover_strength", req.audio_cover_strength, 0.0, 1.0)
-        _check_audio("src_audio", req.src_audio)
-        _check_audio("reference_audio", req.reference_audio)
-        for name in ("src_latents", "reference_latents"):
-            latents = getattr(req, name)
-            if latents is not None and (latents.dim() != 2 or latents.shape[1] != self.latent_channels
-                                        or latents.shape[0] == 0):
-                raise InvalidArgument(
-                    name, f"allowed latents [T>0, {self.latent_channels}], got {tuple(latents.shape)}"
-                )
+        max_frames = self.max_latent_frames
+        _check_audio("src_audio", req.src_audio, min_samples=self.hop, max_samples=max_frames * self.hop)
+        _check_audio("reference_audio", req.reference_audio, max_samples=max_frames * self.hop)
+        _check_latents("src_latents", req.src_latents, self.latent_channels, max_frames)
+        _check_latents("reference_latents", req.reference_latents, self.latent_channels, max_frames)
         if req.task_type in SOURCE_TASKS and req.src_audio is None and req.src_latents is None:
             raise InvalidArgument("src_audio", f"allowed: required for task_type {req.task_type!r}, got none")
         if self.flow_edits(req) and req.src_audio is None and req.src_latents is None:
@@ -299,6 +312,7 @@ class DiTEngine:
                 "repainting_end",
                 f"allowed > repainting_start ({req.repainting_start}) or -1, got {req.repainting_end}",
             )
+        self._check_repaint_length(req)
         validate_codes(req.audio_codes, len(req.seeds), self.codebook_size)
         if req.initial_noise is not None and (
             req.initial_noise.dim() != 3
@@ -311,6 +325,34 @@ class DiTEngine:
                 f"got {tuple(req.initial_noise.shape)}",
             )
 
+    @property
+    def max_latent_frames(self) -> int:
+        """The longest audio the model takes, in latent frames: its silence latent's (15,000: 600 s at 25 Hz)."""
+        return int(self.silence_latent.shape[0])
+
+    def _check_repaint_length(self, req: SynthesisRequest) -> None:
+        """repaint/lego: the source with the silence its span adds (as _source_latents pads it) fits the model."""
+        if req.task_type not in ("repaint", "lego"):
+            return
+        end = -1 if req.repainting_end is None else req.repainting_end
+        check_repainting(req.repainting_start, end)
+        fps = self.sample_rate / self.hop
+        if req.src_latents is not None:
+            seconds = req.src_latents.shape[0] / fps
+            _, _, left, right = repaint_window(req, seconds)
+            frames = round(left * fps) + req.src_latents.shape[0] + round(right * fps)
+        elif req.src_audio is not None:
+            seconds = req.src_audio.shape[-1] / self.sample_rate
+            _, _, left, right = repaint_window(req, seconds)
+            samples = round(left * self.sample_rate) + req.src_audio.shape[-1] + round(right * self.sample_rate)
+            frames = samples // self.hop
+        else:
+            return
+        if frames > self.max_latent_frames:
+            check_repainting(req.repainting_start, end, seconds)  # names the field to change
+            raise InvalidArgument("repainting_end", f"allowed a repainted length of at most "
+                                                    f"{self.max_latent_frames / fps:g} s, got {frames / fps:g} s")
+
     # ------------------------------------------------------------------ audio encoding
     @torch.inference_mode()
     def _encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
@@ -321,7 +363,7 @@ class DiTEngine:
     @torch.inference_mode()
     def encode_audio(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         """[2, n] 48 kHz → (latents [T, C] float32 CPU, 5 Hz code ids) — the src-audio-to-codes path."""
-        _check_audio("audio", wav)
+        _check_audio("audio", wav, min_samples=self.hop, max_samples=self.max_latent_frames * self.hop)
         latents = self._encode_latents(wav)
         _, indices = self.model.tokenizer(latents[None], self.silence_latent)
         return latents.float().cpu(), indices[0, :, 0].tolist()
@@ -329,7 +371,7 @@ class DiTEngine:
     @torch.inference_mode()
     def encode_reference(self, wav: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """Timbre reference: three seeded 10 s segments, VAE-encoded → latents [T, C] float32 CPU."""
-        _check_audio("reference_audio", wav)
+        _check_audio("reference_audio", wav, max_samples=self.max_latent_frames * self.hop)
         clip = prepare_reference_audio(wav, self.sample_rate, random.Random(seed))
         if clip is None:  # silent: the model uses the silence latent, as the reference does
             return self.silence_latent[: self.config.timbre_fix_frame].float().cpu()

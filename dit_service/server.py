@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from acestep_client import constants as c
-from acestep_client.audio_io import decode_audio, to_model_audio
+from acestep_client.audio_io import to_model_audio
+from acestep_client.audio_uploads import decode_upload, read_header
 from acestep_client.convert import check_enum, params_from_proto
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import dit_pb2, dit_pb2_grpc
@@ -28,7 +29,7 @@ from acestep_serving.admission import Admission
 from acestep_serving.errors import Unavailable, abort_with
 from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.models import served_model
-from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
+from acestep_serving.rpc import fields_from, guarded_stream, item_seeds, release_when_idle
 from acestep_serving.worker import stream_from_thread
 from dit_service.batcher import BatchInfo, ForwardBatcher
 from dit_service.edit_options import EditOptions, edit_notes
@@ -46,6 +47,7 @@ SERVICE_NAME = "acestep.v1.DiffusionService"
 DEFAULT_CHUNK_FRAMES = 131_072  # 1 MiB of stereo float32 per chunk: well under the 4 MiB limit
 MAX_CHUNK_FRAMES = 262_144
 BATCH_ITEM_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+MAX_LATENT_FRAMES = int(c.DURATION_RANGE[1]) * c.LATENT_FRAMES_PER_SECOND  # 15,000: 600 s at 25 Hz
 
 
 class DiTMetrics(ServiceMetrics):
@@ -78,16 +80,26 @@ class DiTMetrics(ServiceMetrics):
 
 
 def _latents_from_proto(encoded: gen_pb2.EncodedAudio, field: str) -> torch.Tensor | None:
+    """EncodedAudio's latents as a [frames, channels] tensor: 1-15,000 frames (600 s) of finite values."""
     if not encoded.latents_f32le:
         return None
+    if not 1 <= encoded.frames <= MAX_LATENT_FRAMES:
+        raise InvalidArgument(field, f"frames must be between 1 and {MAX_LATENT_FRAMES} (600 s at 25 Hz), "
+                                     f"got {encoded.frames}")
+    if encoded.channels <= 0:
+        raise InvalidArgument(field, f"channels must be positive, got {encoded.channels}")
     expected = encoded.frames * encoded.channels * 4
-    if encoded.channels <= 0 or len(encoded.latents_f32le) != expected:
+    if len(encoded.latents_f32le) != expected:
         raise InvalidArgument(
             field,
             f"latents must hold frames*channels float32 values ({expected} bytes), "
             f"got {len(encoded.latents_f32le)} bytes",
         )
     array = np.frombuffer(encoded.latents_f32le, dtype="<f4").reshape(encoded.frames, encoded.channels)
+    finite = np.isfinite(array)
+    if not finite.all():
+        frame = int(np.argwhere(~finite)[0][0])
+        raise InvalidArgument(field, f"latents must be finite float32 values, got NaN or infinity at frame {frame}")
     return torch.from_numpy(array.copy())
 
 
@@ -131,9 +143,10 @@ def waveform_bytes(request: dit_pb2.SynthesizeRequest, max_bytes: int) -> bytes 
     return upload.data
 
 
-def decode_waveform(data: bytes) -> torch.Tensor:
-    """A file's bytes as the model's audio [2, n] at 48 kHz, as EncodeAudio decodes them."""
-    audio, rate = decode_audio(data)
+def decode_waveform(data: bytes, field: str = "src_waveform", source: bool = True) -> torch.Tensor:
+    """A file's bytes as the model's audio [2, n] at 48 kHz; its header is checked before it is decoded (at most
+    600 s, 8-192 kHz, 1-8 channels; a source at least one latent frame long)."""
+    audio, rate = decode_upload(data, field, source=source)
     return torch.from_numpy(to_model_audio(audio, rate))
 
 
@@ -179,10 +192,7 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
     ):
         start = time.perf_counter()
         if waveform is not None:  # decoded off the event loop (an mp3 of minutes takes a while)
-            try:
-                req.src_waveform = await asyncio.to_thread(decode_waveform, waveform)
-            except InvalidArgument as exc:
-                raise InvalidArgument("src_waveform", str(exc)) from None
+            req.src_waveform = await asyncio.to_thread(decode_waveform, waveform)
         last_step = start
         first_audio = True
         caption_cut = engine.caption_cut(req)
@@ -249,11 +259,14 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
                         raise InvalidArgument("data", f"upload must be at most {self.max_upload_bytes} bytes")
                 if not data:
                     raise InvalidArgument("data", "no audio bytes were sent")
-                wav = decode_waveform(bytes(data))
+                reference = purpose == dit_pb2.ENCODE_PURPOSE_REFERENCE
+                upload = bytes(data)
+                del data
+                read_header(upload, "data", source=not reference)  # refused before it waits for a slot
                 async with self.admission.slot():
                     loop = asyncio.get_running_loop()
-                    latents, codes = await loop.run_in_executor(
-                        self.executor, _encode, engine, wav, purpose == dit_pb2.ENCODE_PURPOSE_REFERENCE, seed
+                    latents, codes, samples = await loop.run_in_executor(
+                        self.executor, _encode, engine, upload, reference, seed
                     )
                 return dit_pb2.EncodeAudioResponse(
                     encoded=gen_pb2.EncodedAudio(
@@ -261,22 +274,28 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
                         channels=latents.shape[1],
                         latents_f32le=latents.numpy().astype("<f4").tobytes(),
                         codes=codes,
-                        duration_s=wav.shape[1] / c.SAMPLE_RATE,
-                        num_samples=wav.shape[1],
+                        duration_s=samples / c.SAMPLE_RATE,
+                        num_samples=samples,
                     )
                 )
             except Exception as exc:
-                await abort_with(context, exc, outcome)
+                await abort_with(context, exc, outcome)  # clears the frames that held the upload and its latents
+            finally:
+                release_when_idle(self.admission)
 
     async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
         """The model this replica serves (``loaded`` false while it loads)."""
         return gen_pb2.ListModelsResponse(models=[dit_model_info(self.model_name, self.engine, self.max_batch)])
 
 
-def _encode(engine: DiTEngine, wav: torch.Tensor, reference: bool, seed: int) -> tuple[torch.Tensor, list[int]]:
+def _encode(engine: DiTEngine, data: bytes, reference: bool, seed: int) -> tuple[torch.Tensor, list[int], int]:
+    """Decode (bounded: :func:`decode_waveform`) and VAE-encode an upload, on a worker thread: (latents, codes,
+    samples at 48 kHz)."""
+    wav = decode_waveform(data, "data", source=not reference)
     if reference:
-        return engine.encode_reference(wav, seed), []
-    return engine.encode_audio(wav)
+        return engine.encode_reference(wav, seed), [], wav.shape[1]
+    latents, codes = engine.encode_audio(wav)
+    return latents, codes, wav.shape[1]
 
 
 def _chunk_response(window: AudioWindow, offset: int, piece: np.ndarray, encoding: int) -> dit_pb2.SynthesizeResponse:

@@ -9,7 +9,7 @@ import yaml
 
 from .vocab import COT_FIELDS
 
-_AUDIO_CODE_RE = re.compile(r"<\|audio_code_(\d+)\|>")
+_AUDIO_CODE_RE = re.compile(r"<\|audio_code_(\d{1,9})\|>")  # longer cannot be a code (nor pass int())
 _THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _LYRIC_HEADER_RE = re.compile(r"^#\s*lyrics?\s*\n", re.IGNORECASE)
 _TRAILING_IM_END_RE = re.compile(r"<\|im_end\|>\s*$")

@@ -43,7 +43,7 @@ from orchestrator.notices import Notices, seed_warnings
 from orchestrator.planning import LmPlan, dit_conditions, lm_plan, sanitize_metadata, time_costs, with_cot
 from orchestrator.replicas import ReplicaLost, ReplicaPool, Restarted
 from orchestrator.routing import Choice, Router
-from orchestrator.uploads import name_uploads, read_upload
+from orchestrator.uploads import check_repaint_length, name_uploads, read_upload
 
 UPLOAD_CHUNK_BYTES = 1 << 20
 SILENCE_LEVEL = 1e-5
@@ -142,16 +142,19 @@ def prepare_generation(request: orchestrator_pb2.GenerateMusicRequest, backends:
             f"this request needs the LM ({plan.reason}) but the deployment has no LM service; set thinking=False "
             "and use_cot_metas=False (or give audio_codes), or configure --lm"
         )
-    src_bytes = (read_upload(request.src_audio, "src_audio", params.src_audio, backends.audio_root)
-                 if params.src_audio else None)
-    ref_bytes = (read_upload(request.reference_audio, "reference_audio", params.reference_audio, backends.audio_root)
-                 if params.reference_audio else None)
+    # Headers checked (length, rate, channels) before anything is encoded: acestep_client/audio_uploads.py.
+    src_bytes = (read_upload(request.src_audio, "src_audio", params.src_audio, backends.audio_root,
+                             backends.max_message_bytes) if params.src_audio else None)
+    ref_bytes = (read_upload(request.reference_audio, "reference_audio", params.reference_audio, backends.audio_root,
+                             backends.max_message_bytes) if params.reference_audio else None)
     for name, data in (("src_audio", src_bytes), ("reference_audio", ref_bytes)):
         if data is not None:  # not wav, flac or mp3: refused now rather than after the queue
             try:
                 detect_format(data)
             except InvalidArgument as exc:
                 raise InvalidArgument(name, str(exc).removeprefix("audio: ")) from None
+    if src_bytes is not None:
+        check_repaint_length(params, src_bytes)
     seeds = resolve_seeds(params, config)
     notices = Notices()
     notices.add(*seed_warnings(config))

@@ -42,6 +42,10 @@ def _task(mode: str, **inputs):
         ("format_sample", {"user_metadata": {"bpm": "fast"}}, "bpm"),
         ("format_sample", {"user_metadata": {"duration": [3]}}, "duration"),
         ("format_sample", {"user_metadata": {"duration": 601}}, "duration"),
+        ("format_sample", {"user_metadata": {"duration": float("nan")}}, "duration"),
+        ("format_sample", {"user_metadata": {"duration": float("-inf")}}, "duration"),
+        ("format_sample", {"user_metadata": {"bpm": -5}}, "bpm"),
+        ("understand", {"audio_codes": "<|audio_code_" + "1" * 5000 + "|>"}, "audio_codes"),
         ("format_sample", {"user_metadata": {"keyscale": "H major"}}, "keyscale"),
         ("format_sample", {"user_metadata": {"timesignature": "5/4"}}, "timesignature"),
         ("format_sample", {"user_metadata": {"language": "klingon"}}, "language"),
@@ -67,6 +71,18 @@ def test_valid_edges_pass_and_list_codes_are_rendered() -> None:
     task = _task("format_sample", user_metadata=metas, sampling={"max_new_tokens": 4032})
     assert validate_describe_task(task) == "format_sample"
     assert (task.format_sample.bpm, task.format_sample.duration, task.format_sample.timesignature) == (30, 600.0, "6/8")
+
+
+@pytest.mark.parametrize(("field", "value"), [("duration", float("nan")), ("duration", float("-inf")),
+                                              ("bpm", -1), ("bpm", -300)])
+def test_a_raw_format_sample_task_refuses_what_it_would_ignore(field: str, value: float) -> None:
+    """Built by hand, as a client in another language would: NaN passed a ``> 0`` test and a negative bpm was
+    dropped silently; 0 (and a finite duration <= 0) still mean "the LM chooses"."""
+    with pytest.raises(InvalidArgument) as info:
+        validate_describe_task(pb.DescribeTask(format_sample=pb.FormatSampleInput(caption="x", **{field: value})))
+    assert info.value.field == field
+    for kept in ({"bpm": 0}, {"duration": 0.0}, {"duration": -1.0}):
+        assert validate_describe_task(pb.DescribeTask(format_sample=pb.FormatSampleInput(**kept))) == "format_sample"
 
 
 def test_a_task_without_input_is_rejected() -> None:

@@ -24,6 +24,14 @@ BAD_PARAMS = [
     ({"task_type": "extract", "instruction": "Extract the kazoo track:", **SRC}, "instruction", "vocals"),
     ({"task_type": "complete", "instruction": "Complete the input track:", **SRC}, "instruction", "track"),
     ({"src_audio": ""}, "src_audio", "non-empty file path"),
+    ({"src_audio": "a\x00.wav"}, "src_audio", "without NUL characters"),
+    ({"reference_audio": "\x00"}, "reference_audio", "without NUL characters"),
+    ({"audio_codes": "<|audio_code_" + "9" * 5000 + "|>"}, "audio_codes", "5000-digit"),
+    ({"audio_codes": "<|audio_code_" + "0" * 4000 + "65535|>"}, "audio_codes", "0-65534, got 65535"),
+    ({"repainting_start": -600.0, "repainting_end": 600.0}, "repainting_end", "in (-600, 0] seconds"),
+    ({"repainting_start": 0.0, "repainting_end": 1200.0}, "repainting_end", "in (0, 600] seconds"),
+    ({"repainting_start": -0.5, "repainting_end": 600.0}, "repainting_end", "in (-0.5, 599.5] seconds"),
+    ({"infer_method": "x" * 100_000}, "infer_method", "... (100000 characters)"),
     ({"reference_audio": ""}, "reference_audio", "non-empty file path"),
     ({"vocal_language": "klingon"}, "vocal_language", "en"),
     ({"bpm": 29}, "bpm", "between 30 and 300"),
@@ -111,6 +119,29 @@ def test_valid_requests_pass(values):
 def test_default_config_and_seed_forms_are_valid():
     for seeds in (None, 7, -1, [], [42, 123, 456], [-1, 0]):
         GenerationConfig(seeds=seeds).validate()
+
+
+def test_audio_codes_with_leading_zeros_parse_and_long_numbers_are_refused_before_int():
+    assert parse_audio_codes("<|audio_code_" + "0" * 5000 + "7|>") == [7]  # int() alone refuses 5,001 digits
+    with pytest.raises(InvalidArgument) as excinfo:
+        parse_audio_codes("<|audio_code_1|><|audio_code_" + "1" * 7 + "|>", "codes")
+    assert excinfo.value.field == "codes" and "7-digit" in str(excinfo.value)
+
+
+@pytest.mark.parametrize(("start", "end", "seconds", "ok"), [
+    (-10.0, -1, 590.0, True), (-10.01, -1, 590.0, False), (-20.0, 10.0, 590.0, False), (0.0, 600.0, 600.0, True),
+    (-5.0, 595.0, 10.0, True), (0.0, -1, 600.0, True),
+])
+def test_a_repaint_with_its_source_is_at_most_600_s(start, end, seconds, ok):
+    from acestep_client.validation import check_repainting
+
+    if ok:
+        check_repainting(start, end, seconds)
+        return
+    with pytest.raises(InvalidArgument) as excinfo:
+        check_repainting(start, end, seconds)
+    assert excinfo.value.field == "repainting_start"
+    assert f"at least {seconds - 600:g} s" in str(excinfo.value)
 
 
 def test_helpers():

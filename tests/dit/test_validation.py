@@ -8,6 +8,7 @@ import torch
 from acestep_client.errors import FailedPrecondition, InvalidArgument
 from dit_service.engine import SynthesisRequest
 from dit_service.sampling_options import SamplingOptions
+from dit_service.tiny_checkpoint import TINY_LATENT_CHANNELS
 
 
 @pytest.mark.parametrize("task_type", ["lego", "extract", "complete"])
@@ -47,6 +48,11 @@ BAD_FIELDS = [
     ("audio_codes", {"audio_codes": [[64000]]}),
     ("audio_codes", {"audio_codes": [[1], [2]], "seeds": [1, 2, 3]}),
     ("initial_noise", {"initial_noise": torch.zeros(1, 10, 3)}),
+    # Shorter than one 1,920-sample latent frame: the VAE's convolutions failed on it (INTERNAL).
+    ("src_audio", {"task_type": "cover", "src_audio": torch.zeros(2, 1919)}),
+    ("src_latents", {"task_type": "cover", "src_latents": torch.full((10, TINY_LATENT_CHANNELS), float("nan"))}),
+    ("reference_latents", {"reference_latents": torch.full((10, TINY_LATENT_CHANNELS), float("-inf"))}),
+    ("src_latents", {"task_type": "cover", "src_latents": torch.zeros(15_001, TINY_LATENT_CHANNELS)}),
 ]
 
 
@@ -57,6 +63,8 @@ def test_bad_inputs_name_the_field(turbo_engine, field, fields):
     assert error.value.field == field
     assert str(error.value).startswith(field)
     assert "allowed" in str(error.value)
+    if "latents" in field and "15001" not in str(error.value):
+        assert "finite" in str(error.value)  # the shape passed: the values were refused
 
 
 def test_repaint_end_before_start(turbo_engine, make_audio):
@@ -75,3 +83,24 @@ def test_base_allows_more_steps_than_turbo(base_engine, turbo_engine):
     base_engine.validate(SynthesisRequest(inference_steps=50))
     with pytest.raises(InvalidArgument, match="inference_steps"):
         turbo_engine.validate(SynthesisRequest(inference_steps=50))
+
+
+def test_a_repaint_padded_past_the_models_600_s_is_refused_naming_the_field(turbo_engine):
+    """590 s of latents and 20 s of silence before them would index past the 600 s silence latent (INTERNAL)."""
+    latents = torch.zeros(590 * 25, turbo_engine.latent_channels)
+    for start, end in ((-20.0, 10.0), (-15.0, -1.0)):
+        req = SynthesisRequest(task_type="repaint", src_latents=latents, repainting_start=start, repainting_end=end)
+        with pytest.raises(InvalidArgument) as error:
+            turbo_engine.validate(req)
+        assert error.value.field == "repainting_start" and "at least -10 s" in str(error.value)
+    turbo_engine.validate(SynthesisRequest(task_type="repaint", src_latents=latents, repainting_start=-10.0))
+    with pytest.raises(InvalidArgument, match="repainting_end"):
+        turbo_engine.validate(SynthesisRequest(task_type="repaint", src_latents=latents[:250], repainting_start=0.0,
+                                               repainting_end=1200.0))
+
+
+def test_encode_audio_refuses_a_waveform_shorter_than_one_latent_frame(turbo_engine):
+    with pytest.raises(InvalidArgument, match="at least 1920 samples"):
+        turbo_engine.encode_audio(torch.zeros(2, 1000))
+    latents, _ = turbo_engine.encode_audio(torch.zeros(2, 1920))
+    assert latents.shape[0] == 1
