@@ -31,6 +31,7 @@
 #   lm_compile ~120 s bench/lm.py --compile --no-baseline (torch.compile'd layers on top of CUDA graphs)
 #   dit_snake ~120 s  bench/dit.py --compile --vae-mode compile-snake --batches 1: same-card baseline for fused
 #   dit_xl    ~150 s  bench/dit.py --model xl: the 4B XL DiT (random weights), 8 steps of a 240 s song
+#   adapters   ~60 s  bench/adapters.py --size real: a LoRA / LoKr per request vs none, per DiT step, 2B
 # The estimates add up to more than the budget on purpose: a step starts only if its minimum still fits,
 # and its timeout is cut to what is left, so the tail steps are the ones dropped.
 #
@@ -45,13 +46,13 @@ OUTDIR=${1:?usage: bash bench/gpu_session.sh OUTDIR}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python3}
 BUDGET=${GPU_SESSION_BUDGET_S:-540}
-STEPS=${GPU_SESSION_STEPS:-"env lm e2e throughput dit cuda_tests lm_compile dit_snake dit_xl"}
+STEPS=${GPU_SESSION_STEPS:-"env lm e2e throughput dit cuda_tests lm_compile dit_snake dit_xl adapters"}
 CKPT=${CKPT_DIR:-/tmp/acestep-full}
 RESERVE=25  # seconds kept for timeout's kill grace, the summary and the caller's tar
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 STEPS_TSV="$OUTDIR/steps.tsv"
-for name in env lm ckpt e2e throughput dit cuda_tests lm_compile dit_snake dit_xl; do rm -f "$OUTDIR/$name.log" "$OUTDIR/$name.json"; done
+for name in env lm ckpt e2e throughput dit cuda_tests lm_compile dit_snake dit_xl adapters; do rm -f "$OUTDIR/$name.log" "$OUTDIR/$name.json"; done
 rm -f "$OUTDIR/wheels.log" "$OUTDIR/summary.txt"  # a rerun into the same folder must not report stale numbers
 printf 'step\tstatus\trc\tseconds\tlimit_s\n' >"$STEPS_TSV"
 cd "$REPO"
@@ -206,6 +207,7 @@ run_step dit_snake 150 90 "$PY" bench/dit.py --compile --vae-mode compile-snake 
     --out "$OUTDIR/dit_snake.json"
 run_step dit_xl 180 90 "$PY" bench/dit.py --model xl --compile --vae-mode compile-snake --batches 1 \
     --out "$OUTDIR/dit_xl.json"
+run_step adapters 120 45 "$PY" bench/adapters.py --size real --batch 3 --seconds 240 --out "$OUTDIR/adapters.json"
 
 "$PY" - "$OUTDIR" "$((SECONDS - started))" >"$OUTDIR/summary.txt" 2>&1 <<'EOF' || true
 """Condense every step's JSON/log into summary.txt (each part guarded: a missing file is reported, not fatal)."""
@@ -278,6 +280,11 @@ for name in ("dit.json", "dit_snake.json", "dit_xl.json"):
         for row in dit["results"]:
             print(f"  batch {row['batch']}: 8 steps {row['dit_8_steps_s']:.3f} s, VAE {row['vae_decode_s']:.3f} s, "
                   f"first window {row['time_to_first_window_s']:.3f} s, peak {row['peak_mem_gib']:.1f} GiB")
+adapters = load("adapters.json")
+if adapters:
+    ratios = ", ".join(f"{k} x{v:.3f}" for k, v in adapters["ratio_to_none"].items())
+    print(f"\nadapters ({adapters['device']}, {adapters['size']}, batch {adapters['batch']}, {adapters['frames']} "
+          f"frames): {adapters['seconds_per_step']['none'] * 1e3:.1f} ms/step without; {ratios}")
 tests = out / "cuda_tests.log"
 if tests.exists():
     lines = [line for line in tests.read_text(errors="replace").splitlines() if line.strip()]

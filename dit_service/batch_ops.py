@@ -7,6 +7,9 @@ padding one request's keys to another's length would change its audio; masking t
 maths but still moves fp32 results by ~3e-7 per attention (softmax sums over a longer row). So a merged
 forward shares every projection, MLP and self-attention, and runs cross-attention per request on its
 own unpadded K/V (:class:`GroupedKV`).
+
+Adapters do not split batches: each call names its own (or none), and the decoder's Linear layers add each
+call's low-rank update to its rows only (:mod:`dit_service.adapters.routing`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .adapters.routing import AdapterUse, adapter_rows
 from .model.layers import GroupedKV
 from .vae_decode import decode_latents
 
@@ -24,19 +28,21 @@ CrossKV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (k, v), each [row
 
 @dataclass
 class DiTCall:
-    """One ``decoder(x, t, context, cross_kv)`` call: x [rows, L, C], t [rows], context [rows, L, 2C]."""
+    """One ``decoder(x, t, context, cross_kv)`` call: x [rows, L, C], t [rows], context [rows, L, 2C]; every row
+    with ``adapter`` (None: the base model)."""
 
     x: torch.Tensor
     t: torch.Tensor
     context: torch.Tensor
     cross_kv: CrossKV
+    adapter: AdapterUse | None = None
 
     @property
     def rows(self) -> int:
         return self.x.shape[0]
 
     def key(self) -> Hashable:
-        """Calls merge when the latent length and dtype/device agree; steps and schedules may differ (t is per row)."""
+        """Calls merge when the latent length and dtype/device agree; steps, schedules and adapters may differ."""
         return self.x.shape[1:], self.context.shape[2], self.x.dtype, self.x.device, len(self.cross_kv)
 
 
@@ -50,14 +56,16 @@ def run_dit(decoder, calls: list[DiTCall]) -> list[torch.Tensor]:
     """One decoder forward for all calls; a lone call runs exactly as it would without the batcher."""
     if len(calls) == 1:
         call = calls[0]
-        return [decoder(call.x, call.t, call.context, call.cross_kv)]
-    out = decoder(
-        torch.cat([call.x for call in calls]),
-        torch.cat([call.t for call in calls]),
-        torch.cat([call.context for call in calls]),
-        merge_cross_kv([call.cross_kv for call in calls]),
-        row_groups=[call.rows for call in calls],
-    )
+        with adapter_rows([(call.rows, call.adapter)]):
+            return [decoder(call.x, call.t, call.context, call.cross_kv)]
+    with adapter_rows([(call.rows, call.adapter) for call in calls]):
+        out = decoder(
+            torch.cat([call.x for call in calls]),
+            torch.cat([call.t for call in calls]),
+            torch.cat([call.context for call in calls]),
+            merge_cross_kv([call.cross_kv for call in calls]),
+            row_groups=[call.rows for call in calls],
+        )
     return list(out.split([call.rows for call in calls]))
 
 

@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 
 from acestep_client.constants import BASE_MODEL_HINT, MAX_CAPTION_CHARS
-from acestep_client.errors import FailedPrecondition, InvalidArgument
+from acestep_client.errors import FailedPrecondition, InvalidArgument, NotFound
 from acestep_client.validation import check_repainting
 
+from .adapters import AdapterLibrary, AdapterUse, adapter_rows
+from .adapters.library import DEFAULT_CACHE_MB, MIB
 from .batch_ops import DiTCall, run_dit, run_vae, vae_key
 from .batcher import BatchOp, BatchSession, ForwardBatcher
 from .edit_options import EditOptions, lego_caption
@@ -103,6 +105,8 @@ class SynthesisRequest:
     output: OutputOptions = field(default_factory=OutputOptions)
     # retake noise, repaint strength, chunk-mask mode, cover noise, SFT-stems global caption (edit_options.py).
     edit: EditOptions = field(default_factory=EditOptions)
+    adapter: str = ""  # a LoRA/LoKr adapter of this model (the engine's AdapterLibrary); "" = none
+    adapter_scale: float = 1.0  # 0-1: ΔW is multiplied by it; 0 gives the base model's numbers exactly
 
 
 @dataclass
@@ -179,8 +183,10 @@ class DiTEngine:
         device: str,
         dtype: torch.dtype,
         batcher: ForwardBatcher | None = None,
+        adapters: AdapterLibrary | None = None,
     ):
         self.loaded = loaded
+        self.adapters = adapters  # None: requests naming an adapter get NOT_FOUND
         self.variant = variant
         self.device = torch.device(device)
         self.dtype = dtype
@@ -207,10 +213,20 @@ class DiTEngine:
         dtype: torch.dtype = torch.float32,
         compile_kernels: bool = False,
         batcher: ForwardBatcher | None = None,
+        adapters: str | Path | None = None,
+        adapter_cache_mb: float = DEFAULT_CACHE_MB,
     ) -> DiTEngine:
-        """Load a released-layout checkpoint root; ``compile_kernels`` torch.compiles DiT layers and Snake (GPU)."""
+        """Load a released-layout checkpoint root; ``compile_kernels`` torch.compiles DiT layers and Snake (GPU).
+
+        ``adapters``: a folder of LoRA/LoKr adapters (one subfolder each) served per request, loaded on first use
+        into a cache of ``adapter_cache_mb``.
+        """
         loaded = load_checkpoint(checkpoints, variant, device, dtype, compile_kernels)
-        return cls(loaded, variant, device, dtype, batcher)
+        library = None
+        if adapters:
+            library = AdapterLibrary(adapters, loaded.model.decoder, variant, device, dtype,
+                                     int(adapter_cache_mb * MIB))
+        return cls(loaded, variant, device, dtype, batcher, library)
 
     @property
     def latent_channels(self) -> int:
@@ -314,6 +330,7 @@ class DiTEngine:
             )
         self._check_repaint_length(req)
         validate_codes(req.audio_codes, len(req.seeds), self.codebook_size)
+        self.validate_adapter(req)
         if req.initial_noise is not None and (
             req.initial_noise.dim() != 3
             or req.initial_noise.shape[0] != len(req.seeds)
@@ -352,6 +369,28 @@ class DiTEngine:
             check_repainting(req.repainting_start, end, seconds)  # names the field to change
             raise InvalidArgument("repainting_end", f"allowed a repainted length of at most "
                                                     f"{self.max_latent_frames / fps:g} s, got {frames / fps:g} s")
+
+    def validate_adapter(self, req: SynthesisRequest) -> None:
+        """The adapter exists here and fits this model (from its files' headers; nothing is loaded)."""
+        _check_range("adapter_scale", req.adapter_scale, 0.0, 1.0)
+        if not isinstance(req.adapter, str):
+            raise InvalidArgument("adapter", f"allowed an adapter name, got {type(req.adapter).__name__}")
+        if not req.adapter:
+            return
+        if self.adapters is None:
+            raise NotFound(
+                f"adapter {req.adapter!r} not found: this DiT ({self.variant}) serves no adapters "
+                f"(start it with --adapters DIR)"
+            )
+        self.adapters.spec(req.adapter)
+
+    def _adapter_use(self, req: SynthesisRequest) -> AdapterUse | None:
+        """The request's adapter, loaded (or from the cache); None for none or scale 0."""
+        if not req.adapter or req.adapter_scale == 0.0:
+            return None
+        if self.adapters is None:
+            self.validate_adapter(req)  # raises NotFound
+        return self.adapters.use(req.adapter, req.adapter_scale)
 
     # ------------------------------------------------------------------ audio encoding
     @torch.inference_mode()
@@ -482,9 +521,10 @@ class DiTEngine:
                 except StopIteration as done:
                     return done.value[0]
 
-    def _forward(self, session: BatchSession, x, t, context, cross_kv) -> torch.Tensor:
-        """``decoder(x, t, context, cross_kv)`` through the batcher (maybe merged with other requests' rows)."""
-        call = DiTCall(x, t, context, cross_kv)
+    def _forward(self, session: BatchSession, x, t, context, cross_kv, adapter: AdapterUse | None) -> torch.Tensor:
+        """``decoder(x, t, context, cross_kv)`` through the batcher (maybe merged with other requests' rows,
+        whatever adapters they use: each row gets its own)."""
+        call = DiTCall(x, t, context, cross_kv, adapter)
         return session.submit(self._dit_op, call.key(), call.rows, call)
 
     def _decode_window(self, session: BatchSession, latents: torch.Tensor) -> torch.Tensor:
@@ -494,6 +534,7 @@ class DiTEngine:
     def _diffuse(self, req: SynthesisRequest, session: BatchSession):
         """Generator of StepProgress; returns (latents [B, L, C], encoder seconds, diffusion seconds)."""
         start = time.perf_counter()
+        adapter = self._adapter_use(req)  # loaded before any model work: a broken file fails the request here
         plan = build_task_plan(
             req,
             encode=self._encode_latents,
@@ -510,9 +551,9 @@ class DiTEngine:
         should_stop = session.should_stop
         use_cfg = not self.is_turbo and req.guidance_scale > 1.0
         # Conditions are computed per request, alone: merging happens only at the decoder forward.
-        condition = self._cross_kv(encoder_hidden, use_cfg)
+        condition = self._cross_kv(encoder_hidden, use_cfg, adapter)
         if plan.edit_source is not None:
-            return (yield from self._flow_edit(req, session, plan, context, condition, use_cfg, start))
+            return (yield from self._flow_edit(req, session, plan, context, condition, use_cfg, start, adapter))
 
         schedule = self._schedule(req)
         total_steps = len(schedule) if self.is_turbo else len(schedule) - 1
@@ -524,7 +565,7 @@ class DiTEngine:
             cut = req.edit.cover_noise_strength > 0.0
             counted = total_steps if self.is_turbo or cut else req.inference_steps
             cover_steps = int(counted * req.audio_cover_strength)
-            non_cover = self._branch(session, *self._non_cover_condition(plan, req, use_cfg))
+            non_cover = self._branch(session, *self._non_cover_condition(plan, req, use_cfg, adapter))
         cover = self._branch(session, condition, context)
 
         def velocity(x: torch.Tensor, t: torch.Tensor, step: int, guided: bool):
@@ -650,7 +691,7 @@ class DiTEngine:
 
         return draw
 
-    def _non_cover_condition(self, plan: TaskPlan, req: SynthesisRequest, use_cfg: bool):
+    def _non_cover_condition(self, plan: TaskPlan, req: SynthesisRequest, use_cfg: bool, adapter: AdapterUse | None):
         """Condition used after ``cover_steps``: default instruction, text2music context (silence src)."""
         main_ids = [
             self.text_encoder.tokenizer.encode(
@@ -667,28 +708,34 @@ class DiTEngine:
         hidden = self._encoder_states(plan, req, [DEFAULT_INSTRUCTION] * len(plan.items), text_length)
         src = self.silence_latent[: plan.length][None].expand(len(plan.items), -1, -1)
         context = torch.cat([src.to(self.dtype), plan.chunk_masks], dim=-1)
-        return self._cross_kv(hidden, use_cfg), context
+        return self._cross_kv(hidden, use_cfg, adapter), context
 
-    def _cross_kv(self, encoder_hidden: torch.Tensor, use_cfg: bool):
-        """(cross-attention K/V, and with CFG those of [cond; null]) of one condition."""
+    def _cross_kv(self, encoder_hidden: torch.Tensor, use_cfg: bool, adapter: AdapterUse | None):
+        """(cross-attention K/V, with CFG those of [cond; null], and the adapter) of one condition.
+
+        The adapter changes the K/V projections too, the null condition's as well: upstream's adapter is part of
+        the decoder, so both CFG halves run through it.
+        """
         decoder = self.model.decoder
-        kv = decoder.precompute_cross_kv(encoder_hidden)
-        if not use_cfg:
-            return kv, None
-        # Materialised like the reference's torch.cat: a stride-0 (expanded) input takes another
-        # GEMM path on CPU and rounds differently in bf16.
-        null = self.model.null_condition_emb.to(self.dtype).expand_as(encoder_hidden).contiguous()
-        return kv, _cat_kv(kv, decoder.precompute_cross_kv(null))
+        with adapter_rows([(encoder_hidden.shape[0], adapter)]):
+            kv = decoder.precompute_cross_kv(encoder_hidden)
+            if not use_cfg:
+                return kv, None, adapter
+            # Materialised like the reference's torch.cat: a stride-0 (expanded) input takes another
+            # GEMM path on CPU and rounds differently in bf16.
+            null = self.model.null_condition_emb.to(self.dtype).expand_as(encoder_hidden).contiguous()
+            return kv, _cat_kv(kv, decoder.precompute_cross_kv(null)), adapter
 
     def _branch(self, session: BatchSession, condition, context: torch.Tensor) -> BranchVelocity:
-        """velocity(x, t, guided) under one condition: v, or (v_cond, v_uncond) from one doubled forward."""
-        kv, kv_cfg = condition
+        """velocity(x, t, guided) under one condition: v, or (v_cond, v_uncond) from one doubled forward
+        (both halves with the request's adapter)."""
+        kv, kv_cfg, adapter = condition
 
         def velocity(x: torch.Tensor, t: torch.Tensor, guided: bool):
             if guided:
                 doubled = (torch.cat([x, x]), torch.cat([t, t]), torch.cat([context, context]))
-                return self._forward(session, *doubled, kv_cfg).chunk(2)
-            return self._forward(session, x, t, context, kv)
+                return self._forward(session, *doubled, kv_cfg, adapter).chunk(2)
+            return self._forward(session, x, t, context, kv, adapter)
 
         return velocity
 
@@ -701,13 +748,13 @@ class DiTEngine:
         options = req.sampling
         return base_schedule(req.inference_steps, options.shift, self.dtype, self.device, options.custom_schedule())
 
-    def _flow_edit(self, req, session, plan, context, target, use_cfg, start):
+    def _flow_edit(self, req, session, plan, context, target, use_cfg, start, adapter):
         """Morph ``plan.edit_source`` from the source caption/lyrics toward the request's (flow_edit.py)."""
         edit = req.edit
         source_req = replace(req, caption=edit.flow_edit_source_caption, lyrics=edit.flow_edit_source_lyrics)
         instructions = [item.instruction for item in plan.items]
         source_hidden = self._encoder_states(plan, source_req, instructions, lyrics_as_given=True)
-        source = self._cross_kv(source_hidden, use_cfg)
+        source = self._cross_kv(source_hidden, use_cfg, adapter)
         # Upstream's forward-noise generators: the retake seeds when retake is on, else the item seeds.
         seeds = edit.retake_seeds(req.seeds) if edit.retake_variance > 0.0 else req.seeds
         generators = [torch.Generator(device=self.device).manual_seed(int(seed)) for seed in seeds]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from acestep_client.convert import task_type_number
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
+from dit_service.adapters import AdapterLibrary
 from dit_service.engine import DEFAULT_STEPS, MAX_BATCH, MAX_DURATION_S, DiTEngine
 
 
@@ -25,3 +26,16 @@ def dit_model_info(name: str, engine: DiTEngine | None, max_batch: int = MAX_BAT
     info.max_duration_s = MAX_DURATION_S
     info.max_batch_size = min(max_batch, MAX_BATCH)
     return info
+
+
+def adapter_model_infos(model_name: str, library: AdapterLibrary | None) -> list[gen_pb2.ModelInfo]:
+    """Every adapter this replica can serve on ``model_name`` (kind ADAPTER), ``loaded`` when in its cache."""
+    if library is None:
+        return []
+    return [
+        gen_pb2.ModelInfo(
+            name=spec.name, kind=gen_pb2.MODEL_KIND_ADAPTER, loaded=loaded, base_model=model_name,
+            adapter_format=spec.format,
+        )
+        for spec, loaded in library.entries()
+    ]

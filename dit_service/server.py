@@ -31,11 +31,12 @@ from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.models import served_model
 from acestep_serving.rpc import fields_from, guarded_stream, item_seeds, release_when_idle
 from acestep_serving.worker import stream_from_thread
+from dit_service.adapters.library import DEFAULT_CACHE_MB as DEFAULT_ADAPTER_CACHE_MB
 from dit_service.batcher import BatchInfo, ForwardBatcher
 from dit_service.edit_options import EditOptions, edit_notes
 from dit_service.engine import AudioWindow, DiTEngine, ItemDone, StepProgress, SynthesisRequest, TimeCosts
 from dit_service.flow_edit import flow_edit_notes
-from dit_service.model_info import dit_model_info
+from dit_service.model_info import adapter_model_infos, dit_model_info
 from dit_service.output_options import OutputOptions
 from dit_service.sampling_notes import sampling_notes
 from dit_service.sampling_options import SamplingOptions
@@ -284,8 +285,12 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
                 release_when_idle(self.admission)
 
     async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
-        """The model this replica serves (``loaded`` false while it loads)."""
-        return gen_pb2.ListModelsResponse(models=[dit_model_info(self.model_name, self.engine, self.max_batch)])
+        """The model this replica serves (``loaded`` false while it loads), then its adapters (once loaded)."""
+        models = [dit_model_info(self.model_name, self.engine, self.max_batch)]
+        if self.engine is not None and self.engine.adapters is not None:
+            # Reads adapter folders' headers (cached while unchanged): off the event loop.
+            models += await asyncio.to_thread(adapter_model_infos, self.model_name, self.engine.adapters)
+        return gen_pb2.ListModelsResponse(models=models)
 
 
 def _encode(engine: DiTEngine, data: bytes, reference: bool, seed: int) -> tuple[torch.Tensor, list[int], int]:
@@ -336,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
              "running requests to merge with; it starts at once when every running request is waiting")
     add_flag(parser, "max-batch-items", 16, "most rows (items, CFG halves counted) in one merged forward; "
              "a single larger request still runs")
+    add_flag(parser, "adapters", "", "folder of LoRA/LoKr adapters of this model, one subfolder each (PEFT "
+             "adapter_config.json + adapter_model.safetensors, or LyCORIS lokr_weights.safetensors); its name is "
+             "what requests put in GenerationParams.adapter; empty = none")
+    add_flag(parser, "adapter-cache-mb", float(DEFAULT_ADAPTER_CACHE_MB), "memory for loaded adapters, MiB (least "
+             "recently used evicted first); a larger adapter is refused with FAILED_PRECONDITION")
     return parser
 
 
@@ -355,7 +365,8 @@ async def start(args: argparse.Namespace, announce=print):
 
     def load(device: str, dtype: torch.dtype) -> None:
         servicer.engine = DiTEngine.load(
-            args.checkpoints, variant=args.model, device=device, dtype=dtype, batcher=batcher
+            args.checkpoints, variant=args.model, device=device, dtype=dtype, batcher=batcher,
+            adapters=args.adapters or None, adapter_cache_mb=args.adapter_cache_mb,
         )
 
     return await start_model_server(

@@ -42,6 +42,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 # What ``make-tiny-checkpoints`` writes: the three 2B variants and one XL one (XL base/sft on request).
 DEFAULT_TINY_VARIANTS = ("acestep-v15-turbo", "acestep-v15-base", "acestep-v15-sft", "acestep-v15-xl-turbo")
 
+ADAPTERS_FOLDER = "adapters"  # root/adapters/tiny-lora (PEFT LoRA) and tiny-lokr (LyCORIS LoKr)
+TINY_ADAPTER_BASE = "acestep-v15-turbo"
+
 # Tiny XL shape: the decoder wider than the encoder side (and with more heads), like the release's 2560 vs 2048.
 TINY_XL_DIMENSIONS: dict[str, int] = {
     "hidden_size": 96,
@@ -320,7 +323,8 @@ def write_text_encoder_folder(
 
 
 def write_tiny_dit_checkpoints(root: Path, seed: int = 0, variants: Iterable[str] = DEFAULT_TINY_VARIANTS) -> None:
-    """Write the DiT ``variants`` (names from VARIANTS), the VAE and the text encoder under ``root`` (seeded)."""
+    """Write the DiT ``variants`` (names from VARIANTS), the VAE and the text encoder under ``root`` (seeded), and
+    with the turbo model two tiny adapters of it under ``root/adapters``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     wanted = set(variants)
@@ -334,6 +338,11 @@ def write_tiny_dit_checkpoints(root: Path, seed: int = 0, variants: Iterable[str
             write_dit_folder(root / name, tiny_dit_config(**flags), seed + offset, dtype=dtype)
     write_vae_folder(root / "vae", seed + 10)
     write_text_encoder_folder(root / "Qwen3-Embedding-0.6B", seed + 20)
+    if TINY_ADAPTER_BASE in wanted:  # two adapters in the real formats, for `serve dit --adapters root/adapters`
+        from .adapters.tiny import write_tiny_adapters
+
+        write_tiny_adapters(root / ADAPTERS_FOLDER, tiny_dit_config(**VARIANTS[TINY_ADAPTER_BASE]), TINY_ADAPTER_BASE,
+                            seed + 30)
 
 
 def main() -> None:

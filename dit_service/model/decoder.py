@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -142,11 +145,36 @@ class DiTModel(nn.Module):
         return _by_rows(self.proj_out, hidden, row_groups)[:, :length]
 
 
+_row_part = threading.local()
+
+
+@contextmanager
+def row_part(index: int) -> Iterator[None]:
+    """Marks a call that sees only row group ``index`` of a merged batch (see :func:`_by_rows`).
+
+    Per-row adapters (``dit_service.adapters``) read it: inside, a layer's input holds that group's rows only.
+    """
+    previous = getattr(_row_part, "index", None)
+    _row_part.index = index
+    try:
+        yield
+    finally:
+        _row_part.index = previous
+
+
+def current_row_part() -> int | None:
+    """The row group the running call belongs to, or None when it sees every row."""
+    return getattr(_row_part, "index", None)
+
+
 def _by_rows(module: nn.Module, x: torch.Tensor, groups: list[int] | None):
     """``module(x)``, computed per group of rows when groups are given (outputs concatenated back)."""
     if groups is None or len(groups) <= 1:
         return module(x)
-    parts = [module(part) for part in x.split(groups)]
+    parts = []
+    for index, part in enumerate(x.split(groups)):
+        with row_part(index):
+            parts.append(module(part))
     if isinstance(parts[0], tuple):
         return tuple(_cat_rows(outputs) for outputs in zip(*parts, strict=True))
     return _cat_rows(parts)
