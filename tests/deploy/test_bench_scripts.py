@@ -106,6 +106,9 @@ case "$1" in
     echo '{"device": "NVIDIA H100 80GB HBM3", "compile": true, "vae_mode": "fused", "init_seconds": 20.0,
       "results": [{"batch": 1, "dit_8_steps_s": 0.17, "vae_decode_s": 0.3, "time_to_first_window_s": 0.19,
       "peak_mem_gib": 9.0}]}' >"$out" ;;
+  bench/adapters.py)
+    echo '{"device": "cuda", "size": "real", "batch": 3, "frames": 6000, "seconds_per_step": {"none": 0.05},
+      "ratio_to_none": {"lora": 1.04, "lokr": 1.02, "mixed": 1.03}}' >"$out" ;;
   -m) [[ $2 == pytest ]] && echo "3 passed in 2.00s"; exit 0 ;;
   --version) echo "Python 3.12.3" ;;
   *) exec "$REAL_PYTHON" "$@" ;;
@@ -143,7 +146,7 @@ def test_gpu_session_runs_every_step_and_summarises(tmp_path: Path) -> None:
     assert status["env"] == "failed"  # no CUDA here: reported, and the session goes on
     assert {k: v for k, v in status.items() if k != "env"} == {
         "lm": "ok", "ckpt": "ok", "e2e": "ok", "throughput": "ok", "dit": "ok", "cuda_tests": "ok", "lm_compile": "ok",
-        "dit_snake": "ok", "dit_xl": "ok",
+        "dit_snake": "ok", "dit_xl": "ok", "adapters": "ok",
     }  # fmt: skip
     summary = (out / "summary.txt").read_text()
     assert summary in result.stdout

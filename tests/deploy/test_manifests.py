@@ -261,20 +261,14 @@ def test_orchestrator_dials_the_headless_services(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_env_vars_are_flags_the_servers_read(overlay):
-    pending = set()
     for pool in pools(overlay):
         component = component_of(deployment(overlay, pool))
         for container in all_containers(pod_spec(overlay, pool)):
             unknown = {k for k in env_of(container) if k.startswith("ACESTEP_")} - flag_env_vars(component)
-            if component == "dit":  # read once the DiT takes --adapters; until then only this one may be missing
-                pending |= unknown & {"ACESTEP_ADAPTERS"}
-                unknown -= {"ACESTEP_ADAPTERS"}
             assert not unknown, f"{pool}/{container['name']}: no such flag: {sorted(unknown)}"
         env = env_of(main_container(overlay, pool))
         assert env["ACESTEP_HOST"] == "0.0.0.0"
         assert env["ACESTEP_METRICS_PORT"] == "9090"
-    if pending:
-        pytest.xfail("the DiT's --adapters flag (ACESTEP_ADAPTERS) comes with the DiT adapters change")
 
 
 # --- lifecycle, security, resources, storage --------------------------------------------------------------------
