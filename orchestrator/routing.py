@@ -5,9 +5,9 @@ acestep-v15-turbo=dns:///turbo:50052,acestep-v15-base=dns:///base:50052``. A pin
 pin; any other serves what its ListModels answer lists (a DNS target answers from one of the pods behind
 it: they are one Deployment, taken to be alike). A request's model is its ``dit_model`` / ``lm_model``, or
 the default: the first target's model (its pin, else the one its answer marks ``is_default``, else its
-first). The request goes to the targets serving that model, round-robin among them under the pool's retry
-rules (orchestrator/replicas.py); an adapter narrows them to those listing it with ``base_model`` = the
-chosen DiT.
+first; while the first target is down, the next one's). The request goes to the targets serving that
+model, round-robin among them under the pool's retry rules (orchestrator/replicas.py); an adapter narrows
+them to those listing it with ``base_model`` = the chosen DiT.
 
 What nobody serves is NOT_FOUND naming it, before any model work. A target that gave no answer
 (unreachable, an older build) might serve anything: when no answering target serves the name, the request
@@ -62,10 +62,14 @@ class Inventory:
         return target not in self.pins and self.answers.get(target) is None
 
     def default(self) -> str:
-        """The first target's model ("" when it has no pin and gave no answer)."""
-        models = self.models_at(self.targets[0])
-        marked = [m for m in models if m.is_default]
-        return (marked or models)[0].name if models else ""
+        """The first target's model; a first target that is down (no pin, no answer) defers to the next one that
+        says ("" when none does)."""
+        for target in self.targets:
+            models = self.models_at(target)
+            if models:
+                marked = [m for m in models if m.is_default]
+                return (marked or models)[0].name
+        return ""
 
     def names(self) -> list[str]:
         """Every model of this kind some target serves, first seen first."""

@@ -49,8 +49,11 @@ def test_a_replica_that_gave_no_answer_gets_what_nobody_else_serves():
     inventory = _inventory({"t1": [TURBO], "old": None})
     assert inventory.choose("acestep-v15-base").targets == ("old",)  # the replica itself refuses or serves it
     assert inventory.choose("").targets == ("t1",)
+    # A first target that is down (no answer) does not take the default with it: the next one's model is it.
     silent_first = _inventory({"old": None, "t1": [TURBO]})
-    assert (silent_first.choose("").name, silent_first.choose("").targets) == ("", ("old",))  # its own default
+    assert (silent_first.choose("").name, silent_first.choose("").targets) == ("acestep-v15-turbo", ("t1",))
+    nobody_says = _inventory({"old": None, "older": None})
+    assert (nobody_says.choose("").name, nobody_says.choose("").targets) == ("", ("old", "older"))
 
 
 def test_a_pin_serves_its_model_before_and_whatever_the_replica_answers():
