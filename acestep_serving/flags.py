@@ -55,7 +55,8 @@ def add_server_flags(
              "TLS (kubelet); 0 picks one, -1 disables")
     add_flag(parser, "reflection-without-key", False, "with --api-keys: serve gRPC reflection to callers without "
              "a key too (health is always open)")
-    add_flag(parser, "grace-seconds", 30.0, "on SIGTERM, how long in-flight streams may finish")
+    add_flag(parser, "grace-seconds", 30.0, "on SIGTERM, how long running requests may finish (queued ones are "
+             "refused at once); then they end UNAVAILABLE and the process exits within 5 s")
     add_flag(parser, "log-level", "INFO", "logging level")
 
 

@@ -1,27 +1,106 @@
-"""The life of one server-streaming RPC, shared by every servicer.
+"""The life of one RPC, shared by every servicer.
 
 Validation runs before a slot is taken (bad input never waits in the queue); every failure ends
 as a gRPC status and is counted under it; accelerator memory is released however the call ends, once
-no other request is running.
+no other request is running. A call cut short (client cancel, deadline, end of the shutdown grace)
+writes one log line saying where it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from acestep_client import constants as c
 from acestep_client.errors import InvalidArgument
-from acestep_serving.admission import Admission
+from acestep_serving.admission import Admission, Draining
 from acestep_serving.devices import release_accelerator_memory
-from acestep_serving.errors import abort_with
+from acestep_serving.errors import Unavailable, abort_with, status_for
+from acestep_serving.headway import Headway, cancel_code
 from acestep_serving.metrics import ServiceMetrics
 
 T = TypeVar("T")
+P = TypeVar("P")
+_winding_down: set[asyncio.Task] = set()  # steps cut by shutdown, left to finish stopping their worker threads
+
+
+class StoppedByShutdown(Unavailable):
+    """The grace period ended before the request did."""
+
+
+def _cut(task: asyncio.Task, admission: Admission) -> StoppedByShutdown:
+    task.cancel()  # its worker thread gets should_stop; the runner waits for the threads before exiting
+    _winding_down.add(task)
+    task.add_done_callback(_winding_down.discard)
+    return StoppedByShutdown(admission.stop_message)
+
+
+async def until_stopped(work: Awaitable[T], admission: Admission) -> T:
+    """``await work``, unless the shutdown grace ends first: then UNAVAILABLE at once, and the work is cancelled."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(admission.stopping.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        await asyncio.wait({task})
+        raise
+    finally:
+        stop.cancel()
+    if not task.done():
+        raise _cut(task, admission)
+    return task.result()
+
+
+async def _next(iterator: AsyncIterator[T]) -> tuple[bool, T | None]:
+    try:
+        return True, await anext(iterator)
+    except StopAsyncIteration:
+        return False, None
+
+
+async def stream_until_stopped(responses: AsyncIterator[T], admission: Admission) -> AsyncIterator[T]:
+    """:func:`until_stopped` for each response of a stream."""
+    iterator = aiter(responses)
+    stop = asyncio.ensure_future(admission.stopping.wait())
+    cut = False
+    try:
+        while True:
+            step = asyncio.ensure_future(_next(iterator))
+            try:
+                await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                step.cancel()
+                await asyncio.wait({step})
+                raise
+            if not step.done():
+                cut = True
+                raise _cut(step, admission)
+            more, response = step.result()
+            if not more:
+                return
+            yield response  # type: ignore[misc]
+    finally:
+        stop.cancel()
+        aclose = getattr(iterator, "aclose", None)
+        if not cut and aclose is not None:  # a cut step still runs the generator; it ends with that step
+            await aclose()
+
+
+async def _end(context: grpc.aio.ServicerContext, exc: BaseException, outcome: dict, headway: Headway) -> None:
+    code, _ = status_for(exc)
+    if isinstance(exc, StoppedByShutdown):
+        headway.log_stop(code, "stopped by the shutdown: the grace period ended")
+    elif isinstance(exc, Draining):
+        headway.log_stop(code, "refused: the replica is draining", logging.INFO)
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:  # a downstream call's deadline (the orchestrator's LM/DiT)
+        headway.log_stop(code)
+    await abort_with(context, exc, outcome)
 
 
 async def guarded_stream(
@@ -31,22 +110,33 @@ async def guarded_stream(
     admission: Admission,
     open_stream: Callable[[], AsyncIterator[Any]],
     on_done: Callable[[grpc.StatusCode], None] = lambda code: None,
+    headway: Headway | None = None,
 ) -> AsyncIterator[Any]:
     """``open_stream()`` validates (raising before any slot is taken) and returns the responses.
 
-    ``on_done`` receives the status code the call ended with, for service-specific metrics.
+    ``on_done`` receives the status code the call ended with, for service-specific metrics; ``headway``
+    (request id, items) follows the responses for the log line of a call cut short.
     """
+    headway = headway or Headway(method)
     with metrics.track(method) as outcome:
         try:
             responses = open_stream()
+            headway.stage = "in the queue"
             async with admission.slot():
-                async for response in responses:
-                    yield response
+                headway.stage = "running, before its first progress"
+                stream = stream_until_stopped(responses, admission)
+                try:
+                    async for response in stream:
+                        headway.see(response)
+                        yield response
+                finally:
+                    await stream.aclose()
         except (asyncio.CancelledError, GeneratorExit):
-            outcome["code"] = grpc.StatusCode.CANCELLED
+            outcome["code"] = cancel_code(context)
+            headway.log_stop(outcome["code"])
             raise
         except Exception as exc:  # every failure becomes a status
-            await abort_with(context, exc, outcome)
+            await _end(context, exc, outcome, headway)
         finally:
             release_when_idle(admission)
             on_done(outcome["code"])
@@ -60,6 +150,33 @@ def release_when_idle(admission: Admission) -> None:
     """
     if admission.running == 0:
         release_accelerator_memory()
+
+
+async def guarded_call(
+    context: grpc.aio.ServicerContext,
+    metrics: ServiceMetrics,
+    admission: Admission,
+    headway: Headway,
+    prepare: Callable[[], Awaitable[P]],
+    run: Callable[[P], Awaitable[T]],
+) -> T | None:
+    """A unary RPC: ``prepare()`` (reading and checking the request) before a slot, ``run`` in one."""
+    with metrics.track(headway.method) as outcome:
+        try:
+            prepared = await prepare()
+            headway.stage = "in the queue"
+            async with admission.slot():
+                headway.stage = "running"
+                return await until_stopped(run(prepared), admission)
+        except asyncio.CancelledError:
+            outcome["code"] = cancel_code(context)
+            headway.log_stop(outcome["code"])
+            raise
+        except Exception as exc:
+            await _end(context, exc, outcome, headway)
+        finally:
+            release_when_idle(admission)
+    return None
 
 
 def item_seeds(seeds: list[int], max_batch: int) -> list[int]:

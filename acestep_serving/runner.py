@@ -8,17 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from acestep_client.errors import AceStepError
+from acestep_serving.admission import Admission
 from acestep_serving.devices import resolve_device, resolve_dtype
 from acestep_serving.metrics import ServiceMetrics, serve_metrics
 from acestep_serving.server import GrpcServer, ServerOptions
 
 log = logging.getLogger(__name__)
+
+
+class ModelServicer(Protocol):
+    """What the runner uses of a servicer, when it has it (a bare generated servicer works too)."""
+
+    admission: Admission  # drained on SIGTERM
+
+    def close_work(self, timeout: float) -> bool:
+        """Stop taking model work; True once no model thread runs, False if one still does after ``timeout`` s."""
 
 
 @dataclass
@@ -27,15 +40,24 @@ class RunningServer:
     port: int
     metrics_port: int | None
     loaded: asyncio.Task
-    servicer: object
+    servicer: ModelServicer
 
     @property
     def address(self) -> str:
         return f"{self.server.options.host}:{self.port}"
 
-    async def stop(self, grace: float = 0.0) -> None:
+    async def stop(self, grace: float = 0.0) -> bool:
+        """Drain, stop, then wait for the model threads until the server's stop deadline; False if one still runs."""
         self.loaded.cancel()
         await self.server.drain_and_stop(grace)
+        return await self.finish_work()
+
+    async def finish_work(self) -> bool:
+        close_work = getattr(self.servicer, "close_work", None)
+        if close_work is None:
+            return True
+        deadline = self.server.stop_deadline or time.monotonic()
+        return await asyncio.to_thread(close_work, deadline - time.monotonic())
 
 
 def open_side_ports(
@@ -62,10 +84,15 @@ async def start_model_server(
     port = await server.start()
     announce(f"{label}: listening on {args.host}:{port}")
     metrics_port = open_side_ports(label, args, server, metrics, announce)
+    admission = getattr(servicer, "admission", None)
+    if admission is not None:
+        server.manage(admission, metrics)
 
     async def load_then_serve() -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, load, device, dtype)
+        if server.draining:  # SIGTERM during the load
+            return
         metrics.ready.labels(metrics.service).set(1)
         await server.set_serving(True)
         announce(f"{label}: model {args.model} loaded on {device} ({str(dtype).removeprefix('torch.')}); serving")
@@ -73,14 +100,29 @@ async def start_model_server(
     return RunningServer(server, port, metrics_port, asyncio.create_task(load_then_serve()), servicer)
 
 
-async def wait_until_stopped(running: RunningServer) -> None:
-    """Serve until SIGTERM/SIGINT (then drain) or until the model fails to load (then exit with its error)."""
+async def wait_until_stopped(running: RunningServer) -> bool:
+    """Serve until SIGTERM/SIGINT (then drain) or until the model fails to load (then exit with its error).
+
+    Returns False when model work still runs at the stop deadline (the caller then exits without waiting for it).
+    """
     waiter = asyncio.ensure_future(running.server.wait_for_termination())
     done, _ = await asyncio.wait([running.loaded, waiter], return_when=asyncio.FIRST_COMPLETED)
     if running.loaded in done and running.loaded.exception() is not None:
         await running.server.drain_and_stop(0)
         raise running.loaded.exception()
     await waiter
+    finished = await running.finish_work()
+    # A signal during the load: a load cannot be stopped halfway, and nothing needs it any more.
+    return finished and running.loaded.done()
+
+
+def exit_now(label: str) -> None:
+    """Leave while a model thread is still inside a forward: waiting would overrun the grace period the pod was
+    given, and letting the interpreter finalise under a running torch op aborts the process."""
+    log.warning("%s: model work (or the model load) still running at the stop deadline; exiting without waiting "
+                "for it", label)
+    logging.shutdown()
+    os._exit(0)
 
 
 def run_server_main(parser, start: Callable, argv: list[str] | None = None) -> None:
@@ -88,11 +130,14 @@ def run_server_main(parser, start: Callable, argv: list[str] | None = None) -> N
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    async def run() -> None:
-        await wait_until_stopped(await start(args))
+    async def run() -> bool:
+        return await wait_until_stopped(await start(args))
 
     try:
-        asyncio.run(run())
+        finished = asyncio.run(run())
     except AceStepError as exc:  # a checkpoint that is missing, a backend this machine cannot run, ...
         log.error("%s cannot serve: %s", parser.prog, exc)
         raise SystemExit(1) from None
+    if not finished:
+        exit_now(parser.prog)
+    log.info("%s: stopped", parser.prog)

@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,9 @@ from grpc_health.v1.health import aio as health_aio
 
 from acestep_client.client import API_KEY_HEADER, clean_api_key
 from acestep_client.errors import InvalidArgument
+from acestep_serving.admission import Admission
 from acestep_serving.decoding import UndecodableRequestInterceptor
+from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.preflight import StartupError
 from acestep_serving.reflection import enable_reflection
 
@@ -25,6 +28,9 @@ log = logging.getLogger(__name__)
 
 MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
 MAX_CONNECTION_AGE_GRACE_MS = 60 * 60 * 1000
+# After the grace period: calls cut then end with UNAVAILABLE, and model threads leave at their next stop point
+# (a step, a layer). The process exits by grace + this margin, whatever the model is doing.
+SHUTDOWN_MARGIN_S = 5.0
 
 
 @dataclass
@@ -129,6 +135,12 @@ class GrpcServer:
         # ``self.health``, so both ports always report the same status.
         self.health_server: grpc.aio.Server | None = None
         self.health_port: int | None = None
+        self._managed: list[tuple[Admission, ServiceMetrics]] = []
+        self.stop_deadline: float | None = None  # time.monotonic() by which the process should be gone
+
+    def manage(self, admission: Admission, metrics: ServiceMetrics) -> None:
+        """Drain ``admission`` and zero ``metrics``' model-ready gauge when the server drains."""
+        self._managed.append((admission, metrics))
 
     def add(self, add_to_server: Callable, servicer: object) -> None:
         add_to_server(servicer, self.server)
@@ -161,15 +173,48 @@ class GrpcServer:
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
 
+    @property
+    def draining(self) -> bool:
+        return self.stop_deadline is not None
+
     async def set_serving(self, serving: bool = True) -> None:
+        if serving and self.draining:  # a model that finished loading after SIGTERM: stay NOT_SERVING
+            return
         self.serving = serving
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         await self._set_status(status)
 
     async def drain_and_stop(self, grace: float | None = None) -> None:
-        """Readiness goes NOT_SERVING first so load balancers move away, then streams get ``grace``."""
+        """Readiness goes NOT_SERVING, the ready gauge 0, and queued and new requests are refused (UNAVAILABLE,
+        before any response: the orchestrator retries them elsewhere), while health checks keep answering.
+        Running requests get ``grace`` seconds, then are stopped (UNAVAILABLE); then the server stops."""
+        if self.draining:  # already drained (a signal, then the owner's stop())
+            return
+        grace = self.options.grace_seconds if grace is None else grace
+        self.stop_deadline = time.monotonic() + grace + SHUTDOWN_MARGIN_S
         await self.set_serving(False)
-        await self.server.stop(self.options.grace_seconds if grace is None else grace)
+        for admission, metrics in self._managed:
+            metrics.ready.labels(metrics.service).set(0)
+            admission.drain()
+        if not self._managed:  # no admission to follow: gRPC gives every call the grace
+            await self.server.stop(grace)
+        else:
+            idle = asyncio.gather(*(admission.idle() for admission, _ in self._managed))
+            done, _ = await asyncio.wait({idle}, timeout=grace)
+            if not done:
+                idle.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await idle
+                running = sum(admission.running for admission, _ in self._managed)
+                if running:
+                    log.warning("grace period of %g s over: stopping %d running request(s)", grace, running)
+                message = (f"the replica shut down before this request finished (its {grace:g} s grace period "
+                           "ended); retry on another replica")
+                for admission, _ in self._managed:
+                    admission.stop_running(message)
+            # Calls outside the admission (ListModels, health watches) and those just stopped get the margin;
+            # gRPC cancels whatever is left after it ("Cancelling all calls").
+            await self.server.stop(SHUTDOWN_MARGIN_S)
         if self.health_server is not None:
             await self.health_server.stop(0)
 
@@ -183,7 +228,9 @@ class GrpcServer:
         signal_wait = asyncio.ensure_future(stopping.wait())
         await asyncio.wait([done, signal_wait], return_when=asyncio.FIRST_COMPLETED)
         if stopping.is_set():
-            log.info("signal received: draining for up to %.0f s", self.options.grace_seconds)
+            log.info("signal received: draining for up to %g s", self.options.grace_seconds)
+            started = time.monotonic()
             await self.drain_and_stop()
+            log.info("drained in %.1f s; stopping", time.monotonic() - started)
         signal_wait.cancel()
         await done

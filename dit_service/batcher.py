@@ -12,17 +12,22 @@ Pure threading + torch: the model-specific merging lives in :mod:`dit_service.ba
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 
 from acestep_client.errors import Cancelled
+
+from .stop_points import stoppable
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +127,8 @@ class ForwardBatcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name="dit-batcher", daemon=True)
                 self._thread.start()
+                # A daemon thread still inside a torch op while the interpreter finalises aborts the process.
+                atexit.register(_close_at_exit, weakref.ref(self))
             self._sessions += 1
         try:
             yield BatchSession(self, should_stop)
@@ -136,8 +143,11 @@ class ForwardBatcher:
         with self._cond:
             return len(self._pending)
 
-    def close(self) -> None:
-        """Stop the worker after its current forward; pending calls fail with ``Cancelled``."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the worker: pending calls fail with ``Cancelled`` and a running forward stops at its next layer.
+
+        True once the worker has ended, False if it still runs after ``timeout`` seconds.
+        """
         with self._cond:
             self._closed = True
             for call in self._pending:
@@ -147,7 +157,9 @@ class ForwardBatcher:
             self._cond.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            thread.join(None if timeout is None else max(timeout, 0.0))
+            return not thread.is_alive()
+        return True
 
     # ------------------------------------------------------------------ callers
     def _submit(self, call: _Call) -> Any:
@@ -168,6 +180,9 @@ class ForwardBatcher:
         return call.result
 
     # ------------------------------------------------------------------ worker
+    def _abandoned(self, batch: list[_Call]) -> bool:
+        return self._closed or all(call.session.should_stop() for call in batch)
+
     def _take_batch(self) -> list[_Call] | None:
         """The oldest call plus compatible ones (FIFO, up to max rows), once the window allows it."""
         with self._cond:
@@ -200,7 +215,8 @@ class ForwardBatcher:
             op = batch[0].op
             start = time.perf_counter()
             try:
-                with torch.inference_mode():
+                # Once every caller of this forward has gone (cancel, shutdown), it stops at its next layer.
+                with torch.inference_mode(), stoppable(partial(self._abandoned, batch)):
                     results = op.run([call.payload for call in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"{op.kind} batch returned {len(results)} results for {len(batch)} calls")
@@ -224,3 +240,9 @@ class ForwardBatcher:
                     self.observer(info)
                 except Exception:
                     log.exception("batch observer failed")
+
+
+def _close_at_exit(ref: weakref.ref) -> None:
+    batcher = ref()
+    if batcher is not None:
+        batcher.close(timeout=5.0)

@@ -35,6 +35,7 @@ from .output_options import OutputOptions
 from .prompts import DEFAULT_INSTRUCTION, caption_prompt, lyric_prompt, metas_string
 from .samplers import SamplerResult, base_schedule, guided_sample, injection_steps, turbo_sample, turbo_schedule
 from .sampling_options import SamplingOptions
+from .stop_points import add_stop_points, stoppable
 from .tasks import (
     FLOW_EDIT_TASKS,
     SOURCE_TASKS,
@@ -58,6 +59,10 @@ BASE_MAX_STEPS = 200
 DEFAULT_STEPS = 8  # what an unset inference_steps means (the API default)
 MAX_DURATION_S = 600.0
 REPAINT_CROSSFADE_FRAMES = 10
+# Every convolution too: at full rate one takes seconds on a long CPU input (a 4-minute upload: 2-3 s each on
+# a 2-core machine).
+_VAE_STOP_MODULES = frozenset({"OobleckEncoderBlock", "OobleckDecoderBlock", "OobleckResidualUnit", "Conv1d",
+                               "ConvTranspose1d"})
 
 __all__ = [
     "AudioWindow",
@@ -203,6 +208,8 @@ class DiTEngine:
         self.batcher = batcher or ForwardBatcher()
         self._dit_op = BatchOp("dit", partial(run_dit, self.model.decoder))
         self._vae_op = BatchOp("vae", partial(run_vae, self.vae))
+        # The VAE's layers take seconds each on long CPU inputs; the DiT checks between its layers (decoder.py).
+        add_stop_points((m for m in self.vae.modules() if type(m).__name__ in _VAE_STOP_MODULES), "VAE")
 
     @classmethod
     def load(
@@ -400,21 +407,30 @@ class DiTEngine:
         return latents[0].to(device=self.device, dtype=self.dtype)
 
     @torch.inference_mode()
-    def encode_audio(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-        """[2, n] 48 kHz → (latents [T, C] float32 CPU, 5 Hz code ids) — the src-audio-to-codes path."""
+    def encode_audio(
+        self, wav: torch.Tensor, should_stop: Callable[[], bool] = lambda: False
+    ) -> tuple[torch.Tensor, list[int]]:
+        """[2, n] 48 kHz → (latents [T, C] float32 CPU, 5 Hz code ids) — the src-audio-to-codes path.
+
+        Raises ``Cancelled`` at the VAE's next layer once ``should_stop()`` turns true.
+        """
         _check_audio("audio", wav, min_samples=self.hop, max_samples=self.max_latent_frames * self.hop)
-        latents = self._encode_latents(wav)
+        with stoppable(should_stop):
+            latents = self._encode_latents(wav)
         _, indices = self.model.tokenizer(latents[None], self.silence_latent)
         return latents.float().cpu(), indices[0, :, 0].tolist()
 
     @torch.inference_mode()
-    def encode_reference(self, wav: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    def encode_reference(
+        self, wav: torch.Tensor, seed: int = 0, should_stop: Callable[[], bool] = lambda: False
+    ) -> torch.Tensor:
         """Timbre reference: three seeded 10 s segments, VAE-encoded → latents [T, C] float32 CPU."""
         _check_audio("reference_audio", wav, max_samples=self.max_latent_frames * self.hop)
         clip = prepare_reference_audio(wav, self.sample_rate, random.Random(seed))
         if clip is None:  # silent: the model uses the silence latent, as the reference does
             return self.silence_latent[: self.config.timbre_fix_frame].float().cpu()
-        return self._encode_latents(clip).float().cpu()
+        with stoppable(should_stop):
+            return self._encode_latents(clip).float().cpu()
 
     # ------------------------------------------------------------------ conditioning
     def _text_conditions(
@@ -501,8 +517,10 @@ class DiTEngine:
         events = self._synthesize(req, should_stop)
         while True:
             # Inference mode only while computing, never while suspended at a yield: the caller's
-            # thread (e.g. an event loop interleaving several requests) must not inherit it.
-            with torch.inference_mode():
+            # thread (e.g. an event loop interleaving several requests) must not inherit it. The same for
+            # the stop points of the work on this thread (the source-audio VAE encode; forwards run on the
+            # batcher's thread).
+            with torch.inference_mode(), stoppable(should_stop):
                 try:
                     event = next(events)
                 except StopIteration:
@@ -513,7 +531,7 @@ class DiTEngine:
     def sample_latents(self, req: SynthesisRequest, should_stop: Callable[[], bool] = lambda: False) -> torch.Tensor:
         """Run conditioning + sampling only and return the final latents [B, L, C] (numerics comparisons)."""
         self.validate(req)
-        with self.batcher.session(should_stop) as session:
+        with self.batcher.session(should_stop) as session, stoppable(should_stop):
             run = self._diffuse(req, session)
             while True:
                 try:

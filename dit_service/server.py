@@ -10,8 +10,7 @@ import argparse
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,11 +25,12 @@ from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_client.validation import validate_params
 from acestep_client.wire_audio import audio_chunk, stream_encoding_number
 from acestep_serving.admission import Admission
-from acestep_serving.errors import Unavailable, abort_with
+from acestep_serving.errors import Unavailable
+from acestep_serving.headway import Headway
 from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.models import served_model
-from acestep_serving.rpc import fields_from, guarded_stream, item_seeds, release_when_idle
-from acestep_serving.worker import stream_from_thread
+from acestep_serving.rpc import fields_from, guarded_call, guarded_stream, item_seeds
+from acestep_serving.worker import WorkerPool, run_in_thread, stream_from_thread
 from dit_service.adapters.library import DEFAULT_CACHE_MB as DEFAULT_ADAPTER_CACHE_MB
 from dit_service.batcher import BatchInfo, ForwardBatcher
 from dit_service.edit_options import EditOptions, edit_notes
@@ -163,7 +163,8 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_upload_bytes = max_upload_bytes
-        self.executor = ThreadPoolExecutor(max_workers=admission.max_running, thread_name_prefix="dit-worker")
+        self.executor = WorkerPool(admission.max_running, "dit-worker")
+        self.audio_executor = WorkerPool(2, "dit-audio")  # upload decoding and resampling, before a slot
 
     def _ready_engine(self) -> DiTEngine:
         if self.engine is None:
@@ -185,7 +186,10 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
             self.metrics.batch_size.labels("dit").observe(len(req.seeds))
             return self._stream(engine, req, chunk_frames, encoding, waveform)
 
-        async for response in guarded_stream(context, self.metrics, "Synthesize", self.admission, open_stream):
+        headway = Headway("Synthesize", request.request_id, len(request.seeds), "item_done")
+        async for response in guarded_stream(
+            context, self.metrics, "Synthesize", self.admission, open_stream, headway=headway
+        ):
             yield response
 
     async def _stream(
@@ -244,45 +248,61 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
                 yield dit_pb2.SynthesizeResponse(time_costs=gen_pb2.TimeCosts(seconds=event.values))
 
     async def EncodeAudio(self, request_iterator, context) -> dit_pb2.EncodeAudioResponse:
-        with self.metrics.track("EncodeAudio") as outcome:
-            try:
-                engine = self._ready_engine()
-                data = bytearray()
-                purpose = dit_pb2.ENCODE_PURPOSE_SOURCE
-                seed = 0
-                async for part in request_iterator:
-                    check_enum("format", gen_pb2.AudioFormat, part.format)  # the bytes decide; a made-up one fails
-                    if part.purpose:
-                        purpose = check_enum("purpose", dit_pb2.EncodePurpose, part.purpose)
-                    seed = part.seed or seed
-                    data += part.data
-                    if len(data) > self.max_upload_bytes:
-                        raise InvalidArgument("data", f"upload must be at most {self.max_upload_bytes} bytes")
-                if not data:
-                    raise InvalidArgument("data", "no audio bytes were sent")
-                reference = purpose == dit_pb2.ENCODE_PURPOSE_REFERENCE
-                upload = bytes(data)
-                del data
-                read_header(upload, "data", source=not reference)  # refused before it waits for a slot
-                async with self.admission.slot():
-                    loop = asyncio.get_running_loop()
-                    latents, codes, samples = await loop.run_in_executor(
-                        self.executor, _encode, engine, upload, reference, seed
-                    )
-                return dit_pb2.EncodeAudioResponse(
-                    encoded=gen_pb2.EncodedAudio(
-                        frames=latents.shape[0],
-                        channels=latents.shape[1],
-                        latents_f32le=latents.numpy().astype("<f4").tobytes(),
-                        codes=codes,
-                        duration_s=samples / c.SAMPLE_RATE,
-                        num_samples=samples,
-                    )
+        headway = Headway("EncodeAudio", stage="while reading the upload")
+        upload: dict = {"purpose": dit_pb2.ENCODE_PURPOSE_SOURCE, "seed": 0}
+
+        async def prepare() -> torch.Tensor:
+            self._ready_engine()
+            data = bytearray()
+            async for part in request_iterator:
+                check_enum("format", gen_pb2.AudioFormat, part.format)  # the bytes decide; a made-up one fails
+                if part.purpose:
+                    upload["purpose"] = check_enum("purpose", dit_pb2.EncodePurpose, part.purpose)
+                upload["seed"] = part.seed or upload["seed"]
+                data += part.data
+                if len(data) > self.max_upload_bytes:
+                    raise InvalidArgument("data", f"upload must be at most {self.max_upload_bytes} bytes")
+            if not data:
+                raise InvalidArgument("data", "no audio bytes were sent")
+            source = upload["purpose"] != dit_pb2.ENCODE_PURPOSE_REFERENCE
+            payload = bytes(data)
+            del data
+            read_header(payload, "data", source=source)  # length, rate, channels: refused before decoding it
+            headway.stage = f"while decoding {len(payload)} bytes of audio"
+            # Decoding and resampling a long upload takes seconds: on the event loop it would stall every call,
+            # health checks included. Bounded (decode_waveform): it stops past 600 s whatever the header said.
+            return await run_in_thread(
+                lambda should_stop: decode_waveform(payload, "data", source=source), self.audio_executor
+            )
+
+        async def encode(wav: torch.Tensor) -> dit_pb2.EncodeAudioResponse:
+            engine = self._ready_engine()
+            headway.stage = f"while VAE encoding {wav.shape[1] / c.SAMPLE_RATE:.1f} s of audio"
+            reference = upload["purpose"] == dit_pb2.ENCODE_PURPOSE_REFERENCE
+            latents, codes = await run_in_thread(
+                lambda should_stop: _encode(engine, wav, reference, upload["seed"], should_stop), self.executor
+            )
+            return dit_pb2.EncodeAudioResponse(
+                encoded=gen_pb2.EncodedAudio(
+                    frames=latents.shape[0],
+                    channels=latents.shape[1],
+                    latents_f32le=latents.numpy().astype("<f4").tobytes(),
+                    codes=codes,
+                    duration_s=wav.shape[1] / c.SAMPLE_RATE,
+                    num_samples=wav.shape[1],
                 )
-            except Exception as exc:
-                await abort_with(context, exc, outcome)  # clears the frames that held the upload and its latents
-            finally:
-                release_when_idle(self.admission)
+            )
+
+        return await guarded_call(context, self.metrics, self.admission, headway, prepare, encode)
+
+    def close_work(self, timeout: float) -> bool:
+        """Shutdown: take no more work and wait (up to ``timeout`` s) for the model threads, batcher included."""
+        deadline = time.monotonic() + timeout
+        # The batcher first: its running forward stops at the next layer and waiting callers fail at once.
+        finished = self.engine is None or self.engine.batcher.close(timeout)
+        for pool in (self.executor, self.audio_executor):
+            finished = pool.close(deadline - time.monotonic()) and finished
+        return finished
 
     async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
         """The model this replica serves (``loaded`` false while it loads), then its adapters (once loaded)."""
@@ -293,14 +313,12 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
         return gen_pb2.ListModelsResponse(models=models)
 
 
-def _encode(engine: DiTEngine, data: bytes, reference: bool, seed: int) -> tuple[torch.Tensor, list[int], int]:
-    """Decode (bounded: :func:`decode_waveform`) and VAE-encode an upload, on a worker thread: (latents, codes,
-    samples at 48 kHz)."""
-    wav = decode_waveform(data, "data", source=not reference)
+def _encode(
+    engine: DiTEngine, wav: torch.Tensor, reference: bool, seed: int, should_stop: Callable[[], bool]
+) -> tuple[torch.Tensor, list[int]]:
     if reference:
-        return engine.encode_reference(wav, seed), [], wav.shape[1]
-    latents, codes = engine.encode_audio(wav)
-    return latents, codes, wav.shape[1]
+        return engine.encode_reference(wav, seed, should_stop), []
+    return engine.encode_audio(wav, should_stop)
 
 
 def _chunk_response(window: AudioWindow, offset: int, piece: np.ndarray, encoding: int) -> dit_pb2.SynthesizeResponse:

@@ -16,7 +16,6 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -29,10 +28,11 @@ from acestep_client.proto.acestep.v1 import lm_pb2, lm_pb2_grpc
 from acestep_client.validation import validate_params
 from acestep_serving.admission import Admission
 from acestep_serving.errors import Unavailable
+from acestep_serving.headway import Headway
 from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.models import served_model
 from acestep_serving.rpc import fields_from, guarded_stream, item_seeds
-from acestep_serving.worker import stream_from_thread
+from acestep_serving.worker import WorkerPool, stream_from_thread
 from lm_service.constraints import strip_control_characters
 from lm_service.describe import DESCRIBE_PHASE, DescribeRequest, Description, check_request
 from lm_service.engine import EngineObserver, EngineOptions
@@ -208,7 +208,12 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
         self.admission = admission
         self.metrics = metrics
         self.max_batch = max_batch
-        self.executor = ThreadPoolExecutor(max_workers=admission.max_running, thread_name_prefix="lm-worker")
+        self.executor = WorkerPool(admission.max_running, "lm-worker")
+
+    def close_work(self, timeout: float) -> bool:
+        """Shutdown: take no more work and wait (up to ``timeout`` s) for the request threads; the engine's
+        scheduler thread goes idle once they have left (and is closed at exit)."""
+        return self.executor.close(timeout)
 
     @property
     def model_name(self) -> str:
@@ -242,7 +247,10 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
             planner.validate(req)
             return self._stream(planner, req)
 
-        async for response in guarded_stream(context, self.metrics, "Plan", self.admission, open_stream):
+        headway = Headway("Plan", request.request_id, len(request.seeds),
+                          "codes" if request.generate_codes else "metadata")
+        async for response in guarded_stream(context, self.metrics, "Plan", self.admission, open_stream,
+                                             headway=headway):
             yield response
 
     async def Describe(self, request, context) -> AsyncIterator[lm_pb2.DescribeResponse]:
@@ -252,7 +260,9 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
             check_request(planner, req)  # e.g. a token budget too small for the user's values
             return self._describe_stream(planner, req)
 
-        async for response in guarded_stream(context, self.metrics, "Describe", self.admission, open_stream):
+        headway = Headway("Describe", request.request_id, 1, "description")
+        async for response in guarded_stream(context, self.metrics, "Describe", self.admission, open_stream,
+                                             headway=headway):
             yield response
 
     async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:

@@ -18,7 +18,9 @@ from acestep_client.constants import MODEL_NAME_PATTERN, SAMPLE_RATE
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestrator_pb2_grpc
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
+from acestep_client.types import GenerationConfig
 from acestep_serving.admission import Admission
+from acestep_serving.headway import Headway
 from acestep_serving.metrics import ServiceMetrics
 from acestep_serving.preflight import StartupError
 from acestep_serving.rpc import guarded_stream
@@ -85,7 +87,10 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
         def count(code: grpc.StatusCode) -> None:
             self.metrics.generations.labels("orchestrator", task_type, code.name).inc()
 
-        async for event in guarded_stream(context, self.metrics, "GenerateMusic", self.admission, open_stream, count):
+        items = request.config.batch_size if request.config.HasField("batch_size") else GenerationConfig().batch_size
+        headway = Headway("GenerateMusic", request.request_id, items, "item_result")
+        async for event in guarded_stream(context, self.metrics, "GenerateMusic", self.admission, open_stream, count,
+                                          headway):
             yield event
 
     async def DescribeMusic(self, request, context):
@@ -93,7 +98,9 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
             lm_request = prepare_describe(request, self.backends)
             return describe_events(lm_request, self.backends, timeout=context.time_remaining)
 
-        async for event in guarded_stream(context, self.metrics, "DescribeMusic", self.admission, open_stream):
+        headway = Headway("DescribeMusic", request.request_id, 1, "description")
+        async for event in guarded_stream(context, self.metrics, "DescribeMusic", self.admission, open_stream,
+                                          headway=headway):
             yield event
 
     async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
@@ -210,6 +217,7 @@ async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str],
     server = GrpcServer([SERVICE_NAME], ServerOptions.from_args(args))
     server.add(orchestrator_pb2_grpc.add_MusicGenerationServiceServicer_to_server,
                MusicGenerationServicer(backends, admission, metrics))
+    server.manage(admission, metrics)
     port = await server.start()
     await server.set_serving(True)
     metrics.ready.labels("orchestrator").set(1)
@@ -222,10 +230,12 @@ async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str],
 async def serve(args: argparse.Namespace) -> None:
     running = await start_orchestrator(args)
     await running.server.wait_for_termination()
+    await running.stop()  # already drained: closes the LM/DiT channels
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(args))
+    log.info("acestep serve orchestrator: stopped")
 

@@ -94,11 +94,11 @@ class Stack:
     address: str
     metrics_port: int | None = None  # one /metrics for all three services (service label tells them apart)
 
-    async def stop(self) -> None:
+    async def stop(self) -> bool:
+        """Front first, then the models; False if model work still ran at a server's stop deadline."""
         await self.orchestrator.stop()
-        await self.dit.stop()
-        if self.lm is not None:
-            await self.lm.stop()
+        models = [self.dit, *([self.lm] if self.lm is not None else [])]
+        return all(await asyncio.gather(*(server.stop() for server in models)))  # their margins overlap
 
 
 def _common_flags(checkpoints: Path, model: str, device: str, dtype: str) -> list[str]:
@@ -259,7 +259,7 @@ def serve_all_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level)
     serving = False
 
-    async def run() -> None:
+    async def run() -> bool:
         nonlocal serving
         stack = await start_stack(
             args.checkpoints, port=args.port, lm_port=args.lm_port, dit_port=args.dit_port,
@@ -269,11 +269,13 @@ def serve_all_main(argv: list[str] | None = None) -> int:
         print(f"acestep: serving generate_music on {stack.address}", flush=True)
         try:
             await stack.orchestrator.server.wait_for_termination()
-        finally:
+        except BaseException:
             await stack.stop()
+            raise
+        return await stack.stop()
 
     try:
-        asyncio.run(run())
+        finished = asyncio.run(run())
     except AceStepError as exc:  # a busy port, a missing model folder, a device this machine lacks, ...
         print(f"acestep serve all: error: {exc}", file=sys.stderr)
         return 1
@@ -285,4 +287,8 @@ def serve_all_main(argv: list[str] | None = None) -> int:
         print(f"acestep serve all: error: loading the models failed: {type(exc).__name__}: {first_line} "
               "(--log-level DEBUG shows where)", file=sys.stderr)
         return 1
+    if not finished:
+        from acestep_serving.runner import exit_now
+
+        exit_now("acestep serve all")
     return 0

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..stop_points import stop_point
 from .config import AceStepConfig
 from .layers import MLP, Attention, GroupedKV, RMSNorm, RotaryEmbedding, build_attention_mask
 
@@ -139,6 +140,7 @@ class DiTModel(nn.Module):
         windows = {layer.sliding_window for layer in self.layers}
         masks = {w: build_attention_mask(tokens, w, None, hidden.device) for w in windows}
         for layer, kv in zip(self.layers, cross_kv, strict=True):
+            stop_point("DiT forward")  # a forward over a long song takes seconds on CPU: stop between layers
             hidden = layer(hidden, modulation, rope, masks, kv)
         shift, scale = (self.scale_shift_table + temb[:, None, :]).chunk(2, dim=1)
         hidden = (self.norm_out(hidden) * (1 + scale) + shift).to(hidden.dtype)
