@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from acestep_client import tracing
 from acestep_client.assemble import CALL_FAILURES, ProgressCallback, assemble, assemble_async, error_text
 from acestep_client.convert import model_info_from_proto
 from acestep_client.describe import (
@@ -45,6 +46,8 @@ from acestep_client.wire_audio import DEFAULT_STREAM_ENCODING, stream_encoding_n
 
 Pem = bytes | str | os.PathLike | None
 API_KEY_HEADER = "x-api-key"
+GENERATE_METHOD = "acestep.v1.MusicGenerationService/GenerateMusic"
+DESCRIBE_METHOD = "acestep.v1.MusicGenerationService/DescribeMusic"
 
 
 def clean_api_key(key: str, field: str = "api_key") -> str:
@@ -204,9 +207,13 @@ class _ClientBase:
         """One text-mode call from the reference functions' arguments; the three methods above wrap it."""
         raise NotImplementedError
 
-    def _describe_call(self, task: Any, timeout: float | None) -> Any:
+    def _describe_call(self, task: Any, timeout: float | None) -> tuple[Any, Any]:
+        """The DescribeMusic call and its trace span (None without OpenTelemetry)."""
         request = orchestrator_pb2.DescribeMusicRequest(task=task)
-        return self._stub.DescribeMusic(request, timeout=self._opts.deadline(timeout), metadata=self._opts.metadata)
+        span = tracing.start_client_span(DESCRIBE_METHOD, self.target)
+        call = self._stub.DescribeMusic(request, timeout=self._opts.deadline(timeout),
+                                        metadata=tracing.inject(self._opts.metadata, span))
+        return call, span
 
     def _list_models_call(self, timeout: float | None) -> Any:
         return self._stub.ListModels(generation_pb2.ListModelsRequest(), timeout=self._opts.deadline(timeout),
@@ -225,8 +232,10 @@ class AceStepClient(_ClientBase):
         self, request: orchestrator_pb2.GenerateMusicRequest, *, timeout: float | None = None
     ) -> Iterator[orchestrator_pb2.GenerateMusicResponse]:
         """The event stream of an already built request."""
-        call = self._stub.GenerateMusic(request, timeout=self._opts.deadline(timeout), metadata=self._opts.metadata)
-        return _cancel_on_close(call)
+        span = tracing.start_client_span(GENERATE_METHOD, self.target)
+        call = self._stub.GenerateMusic(request, timeout=self._opts.deadline(timeout),
+                                        metadata=tracing.inject(self._opts.metadata, span))
+        return _cancel_on_close(call, span)
 
     def generate(
         self,
@@ -266,7 +275,7 @@ class AceStepClient(_ClientBase):
         """One DescribeMusic call; bad input and failures give ``success=False``, as the reference does."""
         try:
             task = build_task(mode, inputs, sampling)
-            description = read_description(_cancel_on_close(self._describe_call(task, timeout)), progress)
+            description = read_description(_cancel_on_close(*self._describe_call(task, timeout)), progress)
         except CALL_FAILURES as exc:
             return failed_result(mode, error_text(exc))
         return result_from_description(mode, description, inputs.get("lyrics", ""))
@@ -281,12 +290,18 @@ class AceStepClient(_ClientBase):
         self.close()
 
 
-def _cancel_on_close(call: Any) -> Iterator[orchestrator_pb2.GenerateMusicResponse]:
-    """Iterate ``call``; abandoning the iterator cancels the RPC so the server stops working."""
+def _cancel_on_close(call: Any, span: Any = None) -> Iterator[orchestrator_pb2.GenerateMusicResponse]:
+    """Iterate ``call``; abandoning the iterator cancels the RPC so the server stops working. ``span``, the
+    call's trace span, ends with the call's status."""
+    error: BaseException | None = None
     try:
         yield from call
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
         call.cancel()
+        tracing.end_span(span, *tracing.code_of(error))
 
 
 class AsyncAceStepClient(_ClientBase):
@@ -302,12 +317,18 @@ class AsyncAceStepClient(_ClientBase):
     async def _events(
         self, request: orchestrator_pb2.GenerateMusicRequest, timeout: float | None
     ) -> AsyncIterator[orchestrator_pb2.GenerateMusicResponse]:
-        call = self._stub.GenerateMusic(request, timeout=timeout, metadata=self._opts.metadata)
+        span = tracing.start_client_span(GENERATE_METHOD, self.target)
+        call = self._stub.GenerateMusic(request, timeout=timeout, metadata=tracing.inject(self._opts.metadata, span))
+        error: BaseException | None = None
         try:
             async for event in call:
                 yield event
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             call.cancel()
+            tracing.end_span(span, *tracing.code_of(error))
 
     async def generate(
         self,
@@ -346,11 +367,16 @@ class AsyncAceStepClient(_ClientBase):
     async def describe(self, mode, inputs, sampling, timeout, progress) -> Any:
         try:
             task = build_task(mode, inputs, sampling)
-            call = self._describe_call(task, timeout)
+            call, span = self._describe_call(task, timeout)
+            error: BaseException | None = None
             try:
                 description = await read_description_async(call, progress)
+            except BaseException as exc:
+                error = exc
+                raise
             finally:
                 call.cancel()
+                tracing.end_span(span, *tracing.code_of(error))
         except CALL_FAILURES as exc:
             return failed_result(mode, error_text(exc))
         return result_from_description(mode, description, inputs.get("lyrics", ""))

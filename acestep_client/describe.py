@@ -191,22 +191,32 @@ def _pick(event: Any, progress: DescribeProgress | None) -> pb.SampleDescription
 
 
 def read_description(events: Iterable[Any], progress: DescribeProgress | None = None) -> pb.SampleDescription:
-    """The description at the end of a DescribeMusic / Describe stream; progress events go to ``progress``."""
+    """The description at the end of a DescribeMusic / Describe stream; progress events go to ``progress``.
+
+    The stream is read to its end (the server closes it right after the description): a call left open and
+    then cancelled would end CANCELLED on the server, and be counted there as one.
+    """
+    found = None
     for event in events:
         description = _pick(event, progress)
-        if description is not None:
-            return description
-    raise CallError("INTERNAL", "the stream ended without a description")
+        if found is None:
+            found = description
+    if found is None:
+        raise CallError("INTERNAL", "the stream ended without a description")
+    return found
 
 
 async def read_description_async(
     events: AsyncIterable[Any], progress: DescribeProgress | None = None
 ) -> pb.SampleDescription:
+    found = None
     async for event in events:
         description = _pick(event, progress)
-        if description is not None:
-            return description
-    raise CallError("INTERNAL", "the stream ended without a description")
+        if found is None:
+            found = description
+    if found is None:
+        raise CallError("INTERNAL", "the stream ended without a description")
+    return found
 
 
 def build_task(mode: str, inputs: dict[str, Any], sampling: dict[str, Any]) -> pb.DescribeTask:

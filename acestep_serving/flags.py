@@ -44,6 +44,8 @@ def add_server_flags(
     add_flag(parser, "host", "127.0.0.1", "address to listen on; 0.0.0.0 in containers")
     add_flag(parser, "port", default_port, "gRPC port; 0 picks a free port and prints it")
     add_flag(parser, "metrics-port", -1, "Prometheus /metrics port; 0 picks one, -1 disables")
+    add_flag(parser, "otlp-endpoint", "", "OTLP/gRPC collector the trace spans go to (the tracing extra); empty: "
+             "OTEL_EXPORTER_OTLP_ENDPOINT if set, else no export")
     add_flag(parser, "queue-size", queue_size, "requests that may wait for a slot before RESOURCE_EXHAUSTED")
     add_flag(parser, "max-concurrency", max_concurrency, "requests running at once")
     add_flag(parser, "max-message-mb", 64, "largest gRPC message accepted or sent, MiB")

@@ -23,6 +23,7 @@ from acestep_serving.devices import release_accelerator_memory
 from acestep_serving.errors import Unavailable, abort_with, status_for
 from acestep_serving.headway import Headway, cancel_code
 from acestep_serving.metrics import ServiceMetrics
+from acestep_serving.tracing import finish, server_span
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -111,14 +112,19 @@ async def guarded_stream(
     open_stream: Callable[[], AsyncIterator[Any]],
     on_done: Callable[[grpc.StatusCode], None] = lambda code: None,
     headway: Headway | None = None,
+    is_final: Callable[[Any], bool] = lambda response: False,
+    service: str = "",
 ) -> AsyncIterator[Any]:
     """``open_stream()`` validates (raising before any slot is taken) and returns the responses.
 
-    ``on_done`` receives the status code the call ended with, for service-specific metrics; ``headway``
-    (request id, items) follows the responses for the log line of a call cut short.
+    ``on_done`` receives the status code the call ended with, for service-specific metrics. The code is what
+    happened: a call cancelled after ``is_final(response)`` held for a response it was sent (the SDK cancels
+    once it has the description) succeeded, OK; one cancelled by the caller's deadline is DEADLINE_EXCEEDED;
+    else CANCELLED. ``headway`` (request id, items) follows the responses for the log line of a call cut short;
+    ``service``: the full gRPC service name, for the call's trace span.
     """
     headway = headway or Headway(method)
-    with metrics.track(method) as outcome:
+    with metrics.track(method, context) as outcome, server_span(f"{service}/{method}", context) as span:
         try:
             responses = open_stream()
             headway.stage = "in the queue"
@@ -128,17 +134,20 @@ async def guarded_stream(
                 try:
                     async for response in stream:
                         headway.see(response)
+                        outcome["delivered"] = outcome["delivered"] or is_final(response)
                         yield response
                 finally:
                     await stream.aclose()
         except (asyncio.CancelledError, GeneratorExit):
-            outcome["code"] = cancel_code(context)
-            headway.log_stop(outcome["code"])
+            outcome["code"] = grpc.StatusCode.OK if outcome["delivered"] else cancel_code(context)
+            if not outcome["delivered"]:
+                headway.log_stop(outcome["code"])
             raise
         except Exception as exc:  # every failure becomes a status
             await _end(context, exc, outcome, headway)
         finally:
             release_when_idle(admission)
+            finish(span, outcome["code"])
             on_done(outcome["code"])
 
 
@@ -159,9 +168,12 @@ async def guarded_call(
     headway: Headway,
     prepare: Callable[[], Awaitable[P]],
     run: Callable[[P], Awaitable[T]],
+    service: str = "",
 ) -> T | None:
-    """A unary RPC: ``prepare()`` (reading and checking the request) before a slot, ``run`` in one."""
-    with metrics.track(headway.method) as outcome:
+    """A unary RPC: ``prepare()`` (reading and checking the request) before a slot, ``run`` in one.
+    ``service``: the full gRPC service name, for the call's trace span."""
+    full_method = f"{service}/{headway.method}"
+    with metrics.track(headway.method, context) as outcome, server_span(full_method, context) as span:
         try:
             prepared = await prepare()
             headway.stage = "in the queue"
@@ -176,6 +188,7 @@ async def guarded_call(
             await _end(context, exc, outcome, headway)
         finally:
             release_when_idle(admission)
+            finish(span, outcome["code"])
     return None
 
 

@@ -21,6 +21,7 @@ from acestep_serving.admission import Admission
 from acestep_serving.devices import resolve_device, resolve_dtype
 from acestep_serving.metrics import ServiceMetrics, serve_metrics
 from acestep_serving.server import GrpcServer, ServerOptions
+from acestep_serving.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ async def start_model_server(
 ) -> RunningServer:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    configure_tracing(f"acestep-{label}", args.otlp_endpoint)
     server = GrpcServer([service_name], ServerOptions.from_args(args))
     server.add(add_to_server, servicer)
     port = await server.start()
@@ -90,10 +92,11 @@ async def start_model_server(
 
     async def load_then_serve() -> None:
         loop = asyncio.get_running_loop()
+        began = time.perf_counter()
         await loop.run_in_executor(None, load, device, dtype)
         if server.draining:  # SIGTERM during the load
             return
-        metrics.ready.labels(metrics.service).set(1)
+        metrics.model_loaded(args.model, device, str(dtype).removeprefix("torch."), time.perf_counter() - began)
         await server.set_serving(True)
         announce(f"{label}: model {args.model} loaded on {device} ({str(dtype).removeprefix('torch.')}); serving")
 

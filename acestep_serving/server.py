@@ -194,7 +194,7 @@ class GrpcServer:
         self.stop_deadline = time.monotonic() + grace + SHUTDOWN_MARGIN_S
         await self.set_serving(False)
         for admission, metrics in self._managed:
-            metrics.ready.labels(metrics.service).set(0)
+            metrics.ready.labels(metrics.component).set(0)
             admission.drain()
         if not self._managed:  # no admission to follow: gRPC gives every call the grace
             await self.server.stop(grace)

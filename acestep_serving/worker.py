@@ -9,6 +9,7 @@ Nothing heavy may run on the event loop itself: health checks and every other ca
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,7 +57,8 @@ async def run_in_thread(work: Callable[[StopCheck], T], executor: ThreadPoolExec
     (so accelerator memory is free before the next request starts)."""
     loop = asyncio.get_running_loop()
     stop = threading.Event()
-    future = loop.run_in_executor(executor, work, stop.is_set)
+    # The caller's context (its trace span) goes along, so stage spans of the work attach to the request.
+    future = loop.run_in_executor(executor, contextvars.copy_context().run, work, stop.is_set)
     try:
         return await asyncio.shield(future)
     finally:
@@ -93,7 +95,9 @@ async def stream_from_thread(
         except BaseException as exc:  # re-raised in the consumer
             put(exc)
 
-    future = loop.run_in_executor(executor, produce)
+    # The worker runs in a copy of the caller's context: the request's trace span is the parent of the stage
+    # spans the model loop records.
+    future = loop.run_in_executor(executor, contextvars.copy_context().run, produce)
     try:
         while True:
             item = await queue.get()

@@ -20,6 +20,7 @@ import torch
 
 from acestep_client.constants import BASE_MODEL_HINT, MAX_CAPTION_CHARS
 from acestep_client.errors import FailedPrecondition, InvalidArgument, NotFound
+from acestep_client.tracing import record_stage, start_stage
 from acestep_client.validation import check_repainting
 
 from .adapters import AdapterLibrary, AdapterUse, adapter_rows
@@ -639,7 +640,12 @@ class DiTEngine:
         start_total = time.perf_counter()
         batch = len(req.seeds)
         splice = repaint_splice(req, self.sample_rate, self.hop)  # None unless a repaint keeps its source audio
+        began_ns = time.time_ns()
         latents, encoder_time, diffusion_time = yield from self._diffuse(req, session)
+        diffused_ns = time.time_ns()
+        record_stage("dit.encode", began_ns, began_ns + int(encoder_time * 1e9), items=batch)
+        record_stage("dit.diffusion", diffused_ns - int(diffusion_time * 1e9), diffused_ns, items=batch,
+                     steps=self.diffusion_steps(req))
         latents = req.output.apply_to_latents(latents)  # upstream: on the final latents, before the VAE
         length = latents.shape[1]
         num_samples = length * self.hop
@@ -650,8 +656,12 @@ class DiTEngine:
         peaks = torch.zeros(batch, dtype=torch.float64)
         energy = torch.zeros(batch, dtype=torch.float64)
         decode = partial(self._decode_window, session)
+        vae_span = start_stage("dit.vae_decode", items=batch)  # its windows below; ended once all are decoded
+        window_began = time.time_ns()
         for start_sample, audio in iter_decoded_windows(self.vae, latents, self.hop, should_stop, decode=decode):
             audio_cpu = audio.cpu()
+            record_stage("dit.vae_window", window_began, parent=vae_span, start_sample=start_sample,
+                         samples=audio_cpu.shape[-1])
             if splice is not None:  # upstream splices right after the decode, before normalisation and fades
                 audio_cpu = splice.apply(audio_cpu, start_sample)
             unfaded_peaks = torch.maximum(unfaded_peaks, audio_cpu.abs().amax(dim=(1, 2)).double())
@@ -661,7 +671,10 @@ class DiTEngine:
             energy += audio_cpu.double().square().sum(dim=(1, 2))
             for item in range(batch):
                 yield AudioWindow(item=item, start_sample=start_sample, pcm=audio_cpu[item].contiguous())
+            window_began = time.time_ns()
         vae_time = time.perf_counter() - start_vae
+        if vae_span is not None:
+            vae_span.end()
         for item, seed in enumerate(req.seeds):
             peak = float(peaks[item])
             rms = float((energy[item] / max(num_samples * audio_cpu.shape[1], 1)).sqrt())

@@ -22,6 +22,7 @@ from acestep_client.convert import check_enum, params_from_proto
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import dit_pb2, dit_pb2_grpc
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
+from acestep_client.tracing import stage
 from acestep_client.validation import validate_params
 from acestep_client.wire_audio import audio_chunk, stream_encoding_number
 from acestep_serving.admission import Admission
@@ -53,7 +54,7 @@ MAX_LATENT_FRAMES = int(c.DURATION_RANGE[1]) * c.LATENT_FRAMES_PER_SECOND  # 15,
 
 class DiTMetrics(ServiceMetrics):
     def __init__(self) -> None:
-        super().__init__("dit")
+        super().__init__("dit", ("Synthesize", "EncodeAudio"))
         self.step_seconds = self.histogram("acestep_dit_step_duration_seconds", "One diffusion step, whole batch.")
         self.decode_seconds = self.histogram("acestep_dit_vae_decode_duration_seconds", "VAE decode of a request.")
         self.first_audio_seconds = self.histogram(
@@ -71,13 +72,14 @@ class DiTMetrics(ServiceMetrics):
             buckets=BATCH_ITEM_BUCKETS,
         )
         # Present from startup, like the load gauges: dashboards should not wait for the first request.
-        for histogram in (self.batch_items, self.vae_batch_items):
-            histogram.labels(self.service)
+        for histogram in (self.batch_items, self.vae_batch_items, self.step_seconds, self.decode_seconds,
+                          self.first_audio_seconds, self.batch_size, self.audio_seconds):
+            histogram.labels(self.component)
 
     def observe_batch(self, info: BatchInfo) -> None:
         """The engine's batcher observer (called on its worker thread after every merged forward)."""
         target = self.batch_items if info.kind == "dit" else self.vae_batch_items
-        target.labels(self.service).observe(info.rows)
+        target.labels(self.component).observe(info.rows)
 
 
 def _latents_from_proto(encoded: gen_pb2.EncodedAudio, field: str) -> torch.Tensor | None:
@@ -188,7 +190,8 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
 
         headway = Headway("Synthesize", request.request_id, len(request.seeds), "item_done")
         async for response in guarded_stream(
-            context, self.metrics, "Synthesize", self.admission, open_stream, headway=headway
+            context, self.metrics, "Synthesize", self.admission, open_stream, headway=headway,
+            is_final=lambda r: r.HasField("time_costs"), service=SERVICE_NAME,
         ):
             yield response
 
@@ -293,7 +296,8 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
                 )
             )
 
-        return await guarded_call(context, self.metrics, self.admission, headway, prepare, encode)
+        return await guarded_call(context, self.metrics, self.admission, headway, prepare, encode,
+                                 service=SERVICE_NAME)
 
     def close_work(self, timeout: float) -> bool:
         """Shutdown: take no more work and wait (up to ``timeout`` s) for the model threads, batcher included."""
@@ -316,9 +320,10 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
 def _encode(
     engine: DiTEngine, wav: torch.Tensor, reference: bool, seed: int, should_stop: Callable[[], bool]
 ) -> tuple[torch.Tensor, list[int]]:
-    if reference:
-        return engine.encode_reference(wav, seed, should_stop), []
-    return engine.encode_audio(wav, should_stop)
+    with stage("dit.encode_audio", reference=reference, samples=wav.shape[-1]):
+        if reference:
+            return engine.encode_reference(wav, seed, should_stop), []
+        return engine.encode_audio(wav, should_stop)
 
 
 def _chunk_response(window: AudioWindow, offset: int, piece: np.ndarray, encoding: int) -> dit_pb2.SynthesizeResponse:
@@ -372,7 +377,7 @@ async def start(args: argparse.Namespace, announce=print):
     from acestep_serving.runner import start_model_server
 
     metrics = DiTMetrics()
-    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.admission_waited)
+    admission = metrics.admission(args.max_concurrency, args.queue_size)
     # Built before loading so bad values fail at once; each admitted request runs in its own executor thread
     # and the batcher merges their forwards.
     batcher = ForwardBatcher(args.batch_wait_ms, args.max_batch_items, observer=metrics.observe_batch)

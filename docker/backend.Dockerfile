@@ -32,9 +32,10 @@ COPY acestep_serving ./acestep_serving
 COPY lm_service ./lm_service
 COPY dit_service ./dit_service
 COPY orchestrator ./orchestrator
-# 2. the package, with the measured pins as constraints (no dev tools in the image); both servers and the
-# weights downloader (huggingface_hub, a dependency of transformers) must import.
-RUN pip install -c requirements.txt ".[serve]" \
+# 2. the package (and OpenTelemetry, for ACESTEP_OTLP_ENDPOINT), with the measured pins as constraints (no dev
+# tools in the image); both servers and the weights downloader (huggingface_hub, a dependency of transformers)
+# must import.
+RUN pip install -c requirements.txt ".[serve,tracing]" \
  && python -c "import torch, huggingface_hub, lm_service.server, dit_service.server; print(torch.__version__, torch.version.cuda)" \
  && acestep fetch-checkpoints --help > /dev/null
 

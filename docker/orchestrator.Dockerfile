@@ -22,7 +22,7 @@ COPY acestep_serving ./acestep_serving
 COPY lm_service ./lm_service
 COPY dit_service ./dit_service
 COPY orchestrator ./orchestrator
-RUN pip install -c requirements.txt ".[serve]" \
+RUN pip install -c requirements.txt ".[serve,tracing]" \
  && python -c "import torch, orchestrator.server; assert torch.version.cuda is None, torch.__version__"
 
 FROM ${PYTHON_IMAGE}

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from acestep_client import constants as api
 from acestep_client.errors import InvalidArgument
+from acestep_client.tracing import record_stage
 from acestep_client.validation import check_keyscale, normalize_keyscale, normalize_timesignature
 
 from . import prompts
@@ -83,6 +84,7 @@ class Description:
     generated_tokens: int
     lm_time_seconds: float
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (field, message): what was cut or changed
+    prompt_tokens: int = 0
 
 
 def prompt_for(req: DescribeRequest) -> str:
@@ -299,6 +301,7 @@ def describe(
     caption, lyrics = _with_inputs(req, _text(metadata.get("caption")), lyrics, warnings)
     caption = _fit("caption", caption, api.MAX_CAPTION_CHARS, warnings)
     lyrics = _fit("lyrics", lyrics, api.MAX_LYRICS_CHARS, warnings)
+    record_stage("lm.text", int(began * 1e9), mode=req.mode)
     yield Description(
         caption=caption,
         lyrics=lyrics,
@@ -313,6 +316,7 @@ def describe(
         generated_tokens=len(tokens),
         lm_time_seconds=time.time() - began,
         warnings=warnings,
+        prompt_tokens=len(rows[0]),
     )
 
 

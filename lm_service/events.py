@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 COT_TOKEN_ESTIMATE = 160  # typical CoT length, only for progress reporting
 
@@ -30,6 +30,8 @@ class ItemCodes:
 class PhaseTimes:
     lm_phase1_time: float
     lm_phase2_time: float
+    prompt_tokens: dict[int, int] = field(default_factory=dict)  # phase -> prompt tokens of all its rows
+    generated_tokens: dict[int, int] = field(default_factory=dict)  # phase -> tokens its items' outputs hold
 
 
 PlanEvent = PhaseProgress | ItemMetadata | ItemCodes | PhaseTimes

@@ -29,6 +29,7 @@ from transformers import AutoTokenizer
 
 from acestep_client import constants as api
 from acestep_client.errors import InvalidArgument, NotFound
+from acestep_client.tracing import record_stage
 
 from . import prompts
 from .constraints import CotStateMachine, build_cot_vocabulary, strip_control_characters, target_code_count
@@ -223,28 +224,30 @@ class Planner:
         has_all_metas = all(k in metas for k in ("bpm", "keyscale", "timesignature", "duration"))
         run_cot = req.use_cot_metas and not has_all_metas
         run_codes = req.generate_codes and req.thinking
-        phase1_time = phase2_time = 0.0
+        counts = PhaseTimes(0.0, 0.0, prompt_tokens={1: 0, 2: 0}, generated_tokens={1: 0, 2: 0})
         chunk = max(1, req.lm_batch_chunk_size)
         for start in range(0, len(req.seeds), chunk):
             seeds = req.seeds[start : start + chunk]
             items = range(start, start + len(seeds))
             began = time.time()
             if run_cot:
-                metadata_list = yield from self._phase1(req, params, metas, seeds, should_stop)
+                metadata_list = yield from self._phase1(req, params, metas, seeds, should_stop, counts)
+                record_stage("lm.cot", int(began * 1e9), items=len(seeds))
             else:
                 metadata_list = [{**_typed(metas), "cot_text": ""} for _ in seeds]
-            phase1_time += time.time() - began
+            counts.lm_phase1_time += time.time() - began
             durations = [self.planned_duration(req, metadata) for metadata in metadata_list]
             for item, metadata in zip(items, metadata_list, strict=True):
                 yield ItemMetadata(item=item, metadata=metadata)
             if not run_codes:
                 continue
             began = time.time()
-            codes_list = yield from self._phase2(req, params, metadata_list, durations, seeds, should_stop)
-            phase2_time += time.time() - began
+            codes_list = yield from self._phase2(req, params, metadata_list, durations, seeds, should_stop, counts)
+            record_stage("lm.codes", int(began * 1e9), items=len(seeds))
+            counts.lm_phase2_time += time.time() - began
             for item, codes in zip(items, codes_list, strict=True):
                 yield ItemCodes(item=item, codes=codes)
-        yield PhaseTimes(lm_phase1_time=phase1_time, lm_phase2_time=phase2_time)
+        yield counts
 
     def describe(self, req: DescribeRequest, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Any]:
         """A text mode (understand, create_sample, format_sample): progress, then one ``Description``."""
@@ -331,11 +334,13 @@ class Planner:
         metas: dict[str, str],
         seeds: list[int],
         should_stop: Callable[[], bool],
+        counts: PhaseTimes,
     ):
         # No CFG on the CoT, as upstream since a188f4c ("cfg_scale > 1 distorts text logits during
         # reasoning, causing premature newlines and truncated captions"); Phase 2 still uses it.
         params = SamplingParams(params.temperature, params.top_k, params.top_p, cfg_scale=1.0)
         rows = [self._encode(prompts.phase1_prompt(req.caption, req.lyrics))] * len(seeds)
+        counts.prompt_tokens[1] += sum(len(row) for row in rows)
         machines = None
         if req.use_constrained_decoding:
             machines = [
@@ -356,6 +361,7 @@ class Planner:
                 yield PhaseProgress(phase=1, tokens=int(value), total_estimate=COT_TOKEN_ESTIMATE)
             else:
                 outputs = value
+        counts.generated_tokens[1] += sum(len(token_ids) for token_ids in outputs)
         metadata_list = []
         for token_ids in outputs:
             text = strip_control_characters(self.tokenizer.decode(token_ids, skip_special_tokens=False))
@@ -372,6 +378,7 @@ class Planner:
         durations: list[float | None],
         seeds: list[int],
         should_stop: Callable[[], bool],
+        counts: PhaseTimes,
     ):
         budgets = [self.code_budget(duration, req.use_constrained_decoding) for duration in durations]
         targets = [target for target, _ in budgets]
@@ -384,6 +391,7 @@ class Planner:
         if params.uses_cfg:
             uncond = self._encode(prompts.phase2_negative_prompt(req.lm_negative_prompt))
             rows += [uncond] * len(seeds)
+        counts.prompt_tokens[2] += sum(len(row) for row in rows)
         total = max(max_new)
         codes: list[list[int]] = []
         for kind, value in self._decode_codes(rows, seeds, params, targets, req.use_constrained_decoding, max_new,
@@ -392,6 +400,7 @@ class Planner:
                 yield PhaseProgress(phase=2, tokens=int(value), total_estimate=total)
             else:
                 codes = value
+        counts.generated_tokens[2] += sum(len(item) for item in codes)
         return codes
 
     def _codes_budget(self, duration: float | None) -> int:

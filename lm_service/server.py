@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Sequence
 
 import torch
@@ -47,14 +46,31 @@ _STAGES = {1: gen_pb2.STAGE_LM_PHASE1, 2: gen_pb2.STAGE_LM_PHASE2, DESCRIBE_PHAS
 
 
 ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3072, 4096, 8192)
+PER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+# The metrics' phase label: Phase 1 writes the chain of thought, Phase 2 the audio codes, the text modes text.
+PHASES = {1: "cot", 2: "codes", DESCRIBE_PHASE: "text"}
+METHODS = ("Plan", "Describe")
 
 
 class LMMetrics(ServiceMetrics):
     def __init__(self) -> None:
-        super().__init__("lm")
-        self.tokens = self.counter("acestep_lm_generated_tokens_total", "Tokens sampled, by phase.", ("phase",))
-        self.tokens_per_second = self.gauge("acestep_lm_tokens_per_second", "Decode speed of the last request.")
-        self.phase_seconds = self.histogram("acestep_lm_phase_duration_seconds", "Phase wall time.", labels=("phase",))
+        super().__init__("lm", METHODS)
+        phase = ("phase",)
+        self.tokens = self.counter("acestep_lm_generated_tokens_total", "Tokens sampled, by phase.", phase)
+        self.phase_seconds = self.histogram("acestep_lm_phase_duration_seconds", "Phase wall time.", labels=phase)
+        self.per_token_seconds = self.histogram(
+            "acestep_lm_time_per_output_token_seconds", "A request's phase wall time per token it sampled.",
+            buckets=PER_TOKEN_BUCKETS, labels=phase,
+        )  # fmt: skip
+        self.prompt_tokens = self.histogram(
+            "acestep_lm_request_prompt_tokens", "Prompt tokens of a request's phase (all its rows).",
+            buckets=TOKEN_BUCKETS, labels=phase,
+        )  # fmt: skip
+        self.request_tokens = self.histogram(
+            "acestep_lm_request_generated_tokens", "Tokens a request's phase sampled.", buckets=TOKEN_BUCKETS,
+            labels=phase,
+        )  # fmt: skip
         self.batch_rows = self.histogram(
             "acestep_lm_batch_rows", "KV rows in one decode step (all requests together).", buckets=ROW_BUCKETS
         )
@@ -68,6 +84,19 @@ class LMMetrics(ServiceMetrics):
         self.kv_usage.labels("lm").set(0)
         for histogram in (self.batch_rows, self.kv_wait_seconds, self.first_token_seconds):
             histogram.labels("lm")  # present from startup
+        for name in PHASES.values():
+            self.tokens.labels("lm", name)
+            for histogram in (self.phase_seconds, self.per_token_seconds, self.prompt_tokens, self.request_tokens):
+                histogram.labels("lm", name)
+
+    def phase_done(self, phase: str, seconds: float, generated: int, prompt: int) -> None:
+        """One request's phase: its time, tokens sampled and prompt tokens."""
+        self.phase_seconds.labels("lm", phase).observe(seconds)
+        self.tokens.labels("lm", phase).inc(generated)
+        self.request_tokens.labels("lm", phase).observe(generated)
+        self.prompt_tokens.labels("lm", phase).observe(prompt)
+        if generated:
+            self.per_token_seconds.labels("lm", phase).observe(seconds / generated)
 
 
 class MetricsObserver(EngineObserver):
@@ -250,7 +279,8 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
         headway = Headway("Plan", request.request_id, len(request.seeds),
                           "codes" if request.generate_codes else "metadata")
         async for response in guarded_stream(context, self.metrics, "Plan", self.admission, open_stream,
-                                             headway=headway):
+                                             headway=headway, is_final=lambda r: r.HasField("time_costs"),
+                                             service=SERVICE_NAME):
             yield response
 
     async def Describe(self, request, context) -> AsyncIterator[lm_pb2.DescribeResponse]:
@@ -262,7 +292,8 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
 
         headway = Headway("Describe", request.request_id, 1, "description")
         async for response in guarded_stream(context, self.metrics, "Describe", self.admission, open_stream,
-                                             headway=headway):
+                                             headway=headway, is_final=lambda r: r.HasField("description"),
+                                             service=SERVICE_NAME):
             yield response
 
     async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
@@ -277,19 +308,13 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
             if isinstance(event, PhaseProgress):
                 yield lm_pb2.DescribeResponse(progress=progress_to_proto(event))
             elif isinstance(event, Description):
-                self.metrics.phase_seconds.labels("lm", "describe").observe(event.lm_time_seconds)
-                self.metrics.tokens.labels("lm", "describe").inc(event.generated_tokens)
-                self.metrics.tokens_per_second.labels("lm").set(
-                    event.generated_tokens / max(event.lm_time_seconds, 1e-9)
-                )
+                self.metrics.phase_done(PHASES[DESCRIBE_PHASE], event.lm_time_seconds, event.generated_tokens,
+                                        event.prompt_tokens)
                 yield lm_pb2.DescribeResponse(description=description_to_proto(event))
 
     async def _stream(self, planner: Planner, req: PlanRequest):
-        start = time.perf_counter()
-        tokens = {1: 0, 2: 0}
         async for event in stream_from_thread(lambda stop: planner.plan(req, stop), self.executor):
             if isinstance(event, PhaseProgress):
-                tokens[event.phase] = max(tokens.get(event.phase, 0), event.tokens)
                 yield lm_pb2.PlanResponse(progress=progress_to_proto(event))
             elif isinstance(event, ItemMetadata):
                 yield lm_pb2.PlanResponse(
@@ -299,10 +324,9 @@ class LanguageModelServicer(lm_pb2_grpc.LanguageModelServiceServicer):
                 yield lm_pb2.PlanResponse(codes=gen_pb2.ItemCodes(item_index=event.item, codes=event.codes))
             elif isinstance(event, PhaseTimes):
                 for phase, seconds in ((1, event.lm_phase1_time), (2, event.lm_phase2_time)):
-                    self.metrics.phase_seconds.labels("lm", str(phase)).observe(seconds)
-                    self.metrics.tokens.labels("lm", str(phase)).inc(tokens.get(phase, 0))
-                elapsed = time.perf_counter() - start
-                self.metrics.tokens_per_second.labels("lm").set(sum(tokens.values()) / max(elapsed, 1e-9))
+                    if event.prompt_tokens.get(phase, 0):  # the phases that ran
+                        self.metrics.phase_done(PHASES[phase], seconds, event.generated_tokens.get(phase, 0),
+                                                event.prompt_tokens[phase])
                 yield lm_pb2.PlanResponse(
                     time_costs=gen_pb2.TimeCosts(
                         seconds={
@@ -348,7 +372,7 @@ async def start(args: argparse.Namespace, announce=print):
         raise StartupError(f"--max-duration {args.max_duration}: must be between {DURATION_MIN} and {DURATION_MAX}")
     names = model_names(args)
     metrics = LMMetrics()
-    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.admission_waited)
+    admission = metrics.admission(args.max_concurrency, args.queue_size)
     servicer = LanguageModelServicer(admission, metrics, max_batch=args.max_batch, model_names=names)
 
     def load(device: str, dtype: torch.dtype) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 
 from acestep_serving.errors import Unavailable
+from orchestrator.telemetry import BackendTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,10 @@ class ReplicaPool:
         max_message_bytes: int = 64 * 1024 * 1024,
         metadata: Sequence[tuple[str, str]] = (),
         tls_server_name: str = "",
+        telemetry: BackendTelemetry | None = None,
     ):
-        """``tls_server_name``: the name the replicas' certificates carry, when it is not the dialled one."""
+        """``tls_server_name``: the name the replicas' certificates carry, when it is not the dialled one.
+        ``telemetry``: records every call's status, time and retries and traces it (orchestrator/telemetry.py)."""
         if not targets:
             raise ValueError("a replica pool needs at least one address")
         options = [
@@ -108,6 +111,7 @@ class ReplicaPool:
         self._stubs = [stub_class(ch) for ch in self._channels]
         self._turns: dict[tuple[int, ...], Iterator[int]] = {}  # one round robin per subset of targets
         self.metadata = tuple(metadata)
+        self.telemetry = telemetry or BackendTelemetry("backend")
 
     def _rotation(self, targets: Collection[str] | None = None) -> list[tuple[str, Any]]:
         """(address, stub) in the order this call tries them; ``targets`` limits it to those addresses."""
@@ -129,18 +133,23 @@ class ReplicaPool:
         last: Exception | None = None
         rotation = self._rotation(targets)
         for attempt, (target, stub) in enumerate(rotation):
-            call = getattr(stub, method)(request, timeout=_seconds(timeout), metadata=self.metadata)
+            recorder = self.telemetry.attempt(method, target)
+            call = getattr(stub, method)(request, timeout=_seconds(timeout), metadata=recorder.metadata(self.metadata))
             responses = 0
             try:
                 async for response in call:
                     responses += 1
                     yield response
+                recorder.done(grpc.StatusCode.OK)
                 return
             except grpc.aio.AioRpcError as exc:
                 code, details = exc.code(), exc.details() or exc.code().name
+                recorder.done(code, details)
                 if responses == 0 and code in RETRIED_BEFORE_START:
                     log.warning("%s refused by replica %s (%s: %s); trying the next", method, target, code.name,
                                 details)
+                    if attempt < len(rotation) - 1:
+                        self.telemetry.retried(method, code)
                     last = exc
                     continue
                 if code != grpc.StatusCode.UNAVAILABLE or responses == 0:
@@ -150,10 +159,13 @@ class ReplicaPool:
                 log.warning("%s: replica %s lost after %d response(s) (%s); starting over on the next", method,
                             target, responses, details)
                 last = ReplicaLost(method, target, responses, details)
+                self.telemetry.retried(method, code)
                 yield Restarted(method, target, responses, details)
             finally:
+                recorder.done(grpc.StatusCode.CANCELLED)  # only when nothing above recorded an end: abandoned
                 call.cancel()  # no-op when finished; stops the replica's work when we are cancelled
         assert last is not None
+        self.telemetry.no_replica(method, last)
         raise last
 
     async def unary_from_stream(
@@ -162,17 +174,27 @@ class ReplicaPool:
     ) -> Any:
         """Client-streaming call; ``make_requests`` is called again for a retry (rules as for a stream's start)."""
         last: grpc.aio.AioRpcError | None = None
-        for target, stub in self._rotation(targets):
+        rotation = self._rotation(targets)
+        for attempt, (target, stub) in enumerate(rotation):
+            recorder = self.telemetry.attempt(method, target)
             try:
-                return await getattr(stub, method)(make_requests(), timeout=_seconds(timeout),
-                                                   metadata=self.metadata)
+                response = await getattr(stub, method)(make_requests(), timeout=_seconds(timeout),
+                                                       metadata=recorder.metadata(self.metadata))
+                recorder.done(grpc.StatusCode.OK)
+                return response
             except grpc.aio.AioRpcError as exc:
+                recorder.done(exc.code(), exc.details() or "")
                 if exc.code() not in RETRIED_BEFORE_START:
                     raise
                 log.warning("%s refused by replica %s (%s: %s); trying the next", method, target, exc.code().name,
                             exc.details())
+                if attempt < len(rotation) - 1:
+                    self.telemetry.retried(method, exc.code())
                 last = exc
+            finally:
+                recorder.done(grpc.StatusCode.CANCELLED)
         assert last is not None
+        self.telemetry.no_replica(method, last)
         raise last
 
     async def each(self, method: str, request: Any, timeout: float | None = None) -> list[Any]:
@@ -182,13 +204,21 @@ class ReplicaPool:
         so replicas behind one name are taken to be alike (one Deployment).
         """
 
-        async def one(stub: Any) -> Any:
+        async def one(target: str, stub: Any) -> Any:
+            recorder = self.telemetry.attempt(method, target)
             try:
-                return await getattr(stub, method)(request, timeout=timeout, metadata=self.metadata)
+                response = await getattr(stub, method)(request, timeout=timeout,
+                                                       metadata=recorder.metadata(self.metadata))
+                recorder.done(grpc.StatusCode.OK)
+                return response
             except grpc.aio.AioRpcError as exc:
+                recorder.done(exc.code(), exc.details() or "")
                 return exc
+            finally:
+                recorder.done(grpc.StatusCode.CANCELLED)
 
-        return list(await asyncio.gather(*(one(stub) for stub in self._stubs)))
+        return list(await asyncio.gather(*(one(target, stub) for target, stub in zip(self.targets, self._stubs,
+                                                                                        strict=True))))
 
     async def close(self) -> None:
         for channel in self._channels:

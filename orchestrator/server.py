@@ -21,31 +21,64 @@ from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
 from acestep_client.types import GenerationConfig
 from acestep_serving.admission import Admission
 from acestep_serving.headway import Headway
-from acestep_serving.metrics import ServiceMetrics
+from acestep_serving.metrics import STATUS_CODES, ServiceMetrics
 from acestep_serving.preflight import StartupError
 from acestep_serving.rpc import guarded_stream
 from acestep_serving.runner import open_side_ports
 from acestep_serving.server import GrpcServer, ServerOptions
+from acestep_serving.tracing import configure_tracing
 from orchestrator.describe import describe_events, prepare_describe
 from orchestrator.pipeline import Backends, Prepared, generate_events, prepare_generation
 from orchestrator.replicas import ReplicaPool, parse_pools
+from orchestrator.telemetry import BackendMetrics, BackendTelemetry
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "acestep.v1.MusicGenerationService"
-RTF_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250)
+RTF_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 10, 25, 100)
+DURATION_BUCKETS = (10, 30, 60, 120, 180, 240, 300, 420, 600)
+STEP_BUCKETS = (1, 2, 4, 8, 16, 32, 50, 64, 100, 200)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16)
+METHODS = ("GenerateMusic", "DescribeMusic")
+# acestep_generations_total's task_type values (_task_label), each present from startup
+TASK_LABELS = (*(name.removeprefix("TASK_TYPE_").lower() for name, _ in gen_pb2.TaskType.items()
+                 if name != "TASK_TYPE_UNSPECIFIED"), "unknown")
 
 
 class OrchestratorMetrics(ServiceMetrics):
     def __init__(self) -> None:
-        super().__init__("orchestrator")
+        super().__init__("orchestrator", METHODS)
         self.generations = self.counter("acestep_generations_total", "generate_music calls by task and code.",
                                         ("task_type", "code"))
         self.e2e_seconds = self.histogram("acestep_generation_duration_seconds", "End-to-end latency.")
         self.first_audio_seconds = self.histogram("acestep_time_to_first_audio_seconds",
                                                   "Request start to the first audio chunk.")
-        self.rtf = self.histogram("acestep_real_time_factor", "Audio seconds produced per wall second.",
-                                  buckets=RTF_BUCKETS)
+        self.rtf = self.histogram(
+            "acestep_real_time_factor_ratio",
+            "Real-time factor: a generation's wall seconds per second of audio it produced (all items together); "
+            "below 1 is faster than real time.", buckets=RTF_BUCKETS,
+        )  # fmt: skip
+        self.requested_duration = self.histogram(
+            "acestep_request_audio_duration_seconds", "Song length a request asks for (when it gives one).",
+            buckets=DURATION_BUCKETS,
+        )  # fmt: skip
+        self.requested_steps = self.histogram("acestep_request_inference_steps", "Diffusion steps a request asks for.",
+                                              buckets=STEP_BUCKETS)
+        self.requested_batch = self.histogram("acestep_request_batch_size", "Songs a request asks for.",
+                                              buckets=BATCH_BUCKETS)
+        self.backends = BackendMetrics(self)
+        for histogram in (self.e2e_seconds, self.first_audio_seconds, self.rtf, self.requested_duration,
+                          self.requested_steps, self.requested_batch):
+            histogram.labels(self.component)
+        for task_type in TASK_LABELS:
+            for code in STATUS_CODES:
+                self.generations.labels(self.component, task_type, code)
+
+    def requested(self, prepared: Prepared) -> None:
+        if prepared.params.duration > 0:
+            self.requested_duration.labels(self.component).observe(prepared.params.duration)
+        self.requested_steps.labels(self.component).observe(prepared.params.inference_steps)
+        self.requested_batch.labels(self.component).observe(prepared.config.batch_size)
 
 
 def _task_label(number: int) -> str:
@@ -70,6 +103,7 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
 
         async def events(prepared: Prepared):
             nonlocal audio_frames
+            self.metrics.requested(prepared)
             async for event in generate_events(
                 prepared, self.backends, timeout=context.time_remaining,
                 on_first_audio=self.metrics.first_audio_seconds.labels("orchestrator").observe,
@@ -79,7 +113,8 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
                 yield event
             elapsed = time.perf_counter() - start
             self.metrics.e2e_seconds.labels("orchestrator").observe(elapsed)
-            self.metrics.rtf.labels("orchestrator").observe(audio_frames / SAMPLE_RATE / max(elapsed, 1e-9))
+            if audio_frames:
+                self.metrics.rtf.labels("orchestrator").observe(elapsed / (audio_frames / SAMPLE_RATE))
 
         def open_stream():  # checks run here, before guarded_stream takes a queue slot
             return events(prepare_generation(request, self.backends))
@@ -90,7 +125,7 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
         items = request.config.batch_size if request.config.HasField("batch_size") else GenerationConfig().batch_size
         headway = Headway("GenerateMusic", request.request_id, items, "item_result")
         async for event in guarded_stream(context, self.metrics, "GenerateMusic", self.admission, open_stream, count,
-                                          headway):
+                                          headway, is_final=lambda e: e.HasField("done"), service=SERVICE_NAME):
             yield event
 
     async def DescribeMusic(self, request, context):
@@ -100,7 +135,8 @@ class MusicGenerationServicer(orchestrator_pb2_grpc.MusicGenerationServiceServic
 
         headway = Headway("DescribeMusic", request.request_id, 1, "description")
         async for event in guarded_stream(context, self.metrics, "DescribeMusic", self.admission, open_stream,
-                                          headway=headway):
+                                          headway=headway, is_final=lambda e: e.HasField("description"),
+                                          service=SERVICE_NAME):
             yield event
 
     async def ListModels(self, request, context) -> gen_pb2.ListModelsResponse:
@@ -194,6 +230,8 @@ def backend_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | N
 
 
 async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str], None] = print) -> RunningOrchestrator:
+    configure_tracing("acestep-orchestrator", args.otlp_endpoint)
+    metrics = OrchestratorMetrics()
     pool_options = {
         "max_message_bytes": int(args.max_message_mb * 1024 * 1024),
         "metadata": backend_metadata(args.backend_api_key),
@@ -205,15 +243,16 @@ async def start_orchestrator(args: argparse.Namespace, announce: Callable[[str],
     if not dit_targets:
         raise StartupError("--dit: at least one DiT service address is needed")
     backends = Backends(
-        dit=ReplicaPool(dit_targets, dit_pb2_grpc.DiffusionServiceStub, **pool_options),
-        lm=ReplicaPool(lm_targets, lm_pb2_grpc.LanguageModelServiceStub, **pool_options) if lm_targets else None,
+        dit=ReplicaPool(dit_targets, dit_pb2_grpc.DiffusionServiceStub, **pool_options,
+                        telemetry=BackendTelemetry("dit", metrics.backends)),
+        lm=ReplicaPool(lm_targets, lm_pb2_grpc.LanguageModelServiceStub, **pool_options,
+                       telemetry=BackendTelemetry("lm", metrics.backends)) if lm_targets else None,
         audio_root=Path(args.audio_root) if args.audio_root else None,
         max_message_bytes=pool_options["max_message_bytes"],
         dit_pins=dit_pins,
         lm_pins=lm_pins,
     )
-    metrics = OrchestratorMetrics()
-    admission = Admission(args.max_concurrency, args.queue_size, metrics.admission_changed, metrics.admission_waited)
+    admission = metrics.admission(args.max_concurrency, args.queue_size)
     server = GrpcServer([SERVICE_NAME], ServerOptions.from_args(args))
     server.add(orchestrator_pb2_grpc.add_MusicGenerationServiceServicer_to_server,
                MusicGenerationServicer(backends, admission, metrics))

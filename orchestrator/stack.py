@@ -22,6 +22,7 @@ from acestep_client.proto.acestep.v1 import dit_pb2_grpc, lm_pb2_grpc, orchestra
 from acestep_serving.metrics import merged_registry, serve_metrics
 from orchestrator.pipeline import Backends, generate_events
 from orchestrator.replicas import ReplicaPool
+from orchestrator.telemetry import BackendTelemetry
 
 if TYPE_CHECKING:  # runner imports torch: kept out of the start-up checks' path
     from acestep_serving.runner import RunningServer
@@ -92,7 +93,7 @@ class Stack:
     dit: RunningServer
     orchestrator: object  # orchestrator.server.RunningOrchestrator
     address: str
-    metrics_port: int | None = None  # one /metrics for all three services (service label tells them apart)
+    metrics_port: int | None = None  # one /metrics for all three services (label component=lm|dit|orchestrator)
 
     async def stop(self) -> bool:
         """Front first, then the models; False if model work still ran at a server's stop deadline."""
@@ -135,21 +136,27 @@ async def start_stack(
     dit_model: str = DEFAULT_DIT_MODEL, lm_model: str | None = DEFAULT_LM_MODEL, device: str = "auto",
     dtype: str = "auto", metrics_port: int = -1, announce: Callable[[str], None] = print,
     extra_orchestrator_flags: Sequence[str] = (), extra_model_flags: Sequence[str] = (),
-    lm_flags: Sequence[str] = (), dit_flags: Sequence[str] = (),
+    lm_flags: Sequence[str] = (), dit_flags: Sequence[str] = (), otlp_endpoint: str = "",
 ) -> Stack:
     """Start LM (unless ``lm_model`` is None), DiT and orchestrator; return once all serve.
 
     ``extra_model_flags`` go to both model servers (e.g. their TLS), ``lm_flags`` / ``dit_flags`` to one
     (e.g. ``--max-num-seqs``, ``--batch-wait-ms``), ``extra_orchestrator_flags`` to the front.
+    ``otlp_endpoint``: where all three export their trace spans (empty: OpenTelemetry's variables, else off).
     """
     preflight(checkpoints, port=port, lm_port=lm_port, dit_port=dit_port, metrics_port=metrics_port,
               dit_model=dit_model, lm_model=lm_model, device=device, dtype=dtype)
     root = ensure_checkpoints(checkpoints, announce, dit_model, lm_model)
+    from acestep_serving.tracing import configure_tracing
     from dit_service import server as dit_server  # the model code: imported once the checks passed
     from lm_service import server as lm_server
     from orchestrator.server import build_parser, start_orchestrator
 
+    configure_tracing("acestep", otlp_endpoint)  # one process: its spans under one service name
     started: list = []  # stopped again if anything below fails or the caller gives up (Ctrl-C)
+    extra_model_flags = [*(["--otlp-endpoint", otlp_endpoint] if otlp_endpoint else []), *extra_model_flags]
+    extra_orchestrator_flags = [*(["--otlp-endpoint", otlp_endpoint] if otlp_endpoint else []),
+                                *extra_orchestrator_flags]
     try:
         dit_args = dit_server.build_parser().parse_args(
             [*_common_flags(root, dit_model, device, dtype), "--port", str(dit_port), *extra_model_flags,
@@ -220,8 +227,9 @@ async def run_pipeline_events(
 ) -> AsyncIterator[orchestrator_pb2.GenerateMusicResponse]:
     """generate_music over remote LM/DiT services without an orchestrator server in between."""
     backends = Backends(
-        dit=ReplicaPool(list(dit_addresses), dit_pb2_grpc.DiffusionServiceStub),
-        lm=ReplicaPool(list(lm_addresses), lm_pb2_grpc.LanguageModelServiceStub) if lm_addresses else None,
+        dit=ReplicaPool(list(dit_addresses), dit_pb2_grpc.DiffusionServiceStub, telemetry=BackendTelemetry("dit")),
+        lm=ReplicaPool(list(lm_addresses), lm_pb2_grpc.LanguageModelServiceStub, telemetry=BackendTelemetry("lm"))
+        if lm_addresses else None,
     )
     try:
         async for event in generate_events(request, backends):
@@ -245,8 +253,10 @@ def build_serve_all_parser() -> argparse.ArgumentParser:
     add_flag(parser, "lm-model", DEFAULT_LM_MODEL, "LM folder; 'none' runs without an LM")
     add_flag(parser, "device", "auto", "cpu, cuda or auto")
     add_flag(parser, "dtype", "auto", "float32, bfloat16, float16 or auto")
-    add_flag(parser, "metrics-port", -1, "/metrics port of all three services (label service=lm|dit|orchestrator);"
+    add_flag(parser, "metrics-port", -1, "/metrics port of all three services (label component=lm|dit|orchestrator);"
              " 0 picks one, -1 disables")
+    add_flag(parser, "otlp-endpoint", "", "OTLP/gRPC collector the trace spans go to (the tracing extra); empty: "
+             "OTEL_EXPORTER_OTLP_ENDPOINT if set, else no export")
     add_flag(parser, "log-level", "INFO", "logging level")
     return parser
 
@@ -264,7 +274,7 @@ def serve_all_main(argv: list[str] | None = None) -> int:
         stack = await start_stack(
             args.checkpoints, port=args.port, lm_port=args.lm_port, dit_port=args.dit_port,
             dit_model=args.dit_model, lm_model=None if args.lm_model == "none" else args.lm_model,
-            device=args.device, dtype=args.dtype, metrics_port=args.metrics_port)
+            device=args.device, dtype=args.dtype, metrics_port=args.metrics_port, otlp_endpoint=args.otlp_endpoint)
         serving = True
         print(f"acestep: serving generate_music on {stack.address}", flush=True)
         try:

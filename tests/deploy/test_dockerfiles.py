@@ -79,8 +79,9 @@ def test_the_backend_image_serves_lm_and_dit_and_fetches_weights():
 def test_dockerfiles_install_torch_before_the_package(name):
     text = dockerfile(name)
     torch_at = text.index('pip install "torch==')
-    # The images serve: the package with its `serve` extra (a plain install is only the client SDK).
-    assert torch_at < text.index('pip install -c requirements.txt ".[serve]"')
+    # The images serve: the package with its `serve` extra (a plain install is only the client SDK), and
+    # `tracing` so that ACESTEP_OTLP_ENDPOINT can export spans.
+    assert torch_at < text.index('pip install -c requirements.txt ".[serve,tracing]"')
     assert "USER 10001" in text
     assert (DOCKER / f"{name}.Dockerfile.dockerignore").is_file()
     pinned = re.search(r"^torch==([\d.]+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE).group(1)

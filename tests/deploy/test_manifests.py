@@ -86,10 +86,22 @@ def check_service_monitor(doc: dict[str, Any]) -> None:
                 assert re.fullmatch(r"\d+(ms|s|m|h)", ep[key]), f"{key}={ep[key]!r} is not a duration"
 
 
+def check_prometheus_rule(doc: dict[str, Any]) -> None:
+    """Required fields of monitoring.coreos.com/v1 PrometheusRule (tests/deploy/test_alert_rules.py checks the
+    rules themselves, with promtool)."""
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(doc) <= {"apiVersion", "kind", "metadata", "spec"} and set(doc["spec"]) == {"groups"}
+    for group in doc["spec"]["groups"]:
+        assert set(group) <= {"name", "interval", "rules", "limit"} and group["rules"], group.get("name")
+        for rule in group["rules"]:
+            assert ("record" in rule) != ("alert" in rule) and isinstance(rule["expr"], str), rule
+            assert set(rule) <= {"record", "alert", "expr", "for", "labels", "annotations", "keep_firing_for"}
+
+
 def validate(doc: dict[str, Any]) -> None:
     group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""
     if group in CRD_GROUPS:
-        check_service_monitor(doc)
+        {"ServiceMonitor": check_service_monitor, "PrometheusRule": check_prometheus_rule}[doc["kind"]](doc)
     else:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
@@ -105,6 +117,7 @@ def test_every_document_validates_strictly(target):
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
             "ConfigMap", "ServiceAccount", "PriorityClass"} <= kinds
     assert ("ServiceMonitor" in kinds) == (target in GPU_OVERLAYS)  # components/prometheus-operator
+    assert ("PrometheusRule" in kinds) == (target in GPU_OVERLAYS)
     for doc in docs:
         try:
             validate(doc)
@@ -340,12 +353,19 @@ def test_grafana_dashboard_plots_the_exported_metrics():
     used = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"acestep_[a-z0-9_]+", e)}
     assert used <= metric_names_in_code(), f"dashboard plots metrics nothing exports: {used - metric_names_in_code()}"
     for required in ("acestep_queue_depth", "acestep_in_flight_requests", "acestep_request_duration_seconds",
-                     "acestep_time_to_first_audio_seconds", "acestep_real_time_factor",
-                     "acestep_lm_tokens_per_second", "acestep_requests_total"):
+                     "acestep_time_to_first_audio_seconds", "acestep_real_time_factor_ratio",
+                     "acestep_queue_time_seconds",
+                     "acestep_lm_generated_tokens_total", "acestep_lm_time_per_output_token_seconds",
+                     "acestep_backend_request_duration_seconds", "acestep_backend_retries_total",
+                     "acestep_accelerator_memory_allocated_bytes", "acestep_requests_total"):
         assert required in used, required
     joined = "\n".join(exprs)
     assert "histogram_quantile(0.5," in joined and "histogram_quantile(0.95," in joined
     assert 'code!="OK"' in joined
+    # The metrics' own label is `component`: `service` is the Prometheus Operator's (the Kubernetes Service).
+    legends = [t["legendFormat"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert not [e for e in exprs if re.search(r"\bservice\b", e)], "the service label is the operator's"
+    assert not [legend for legend in legends if "{{service}}" in legend]
 
 
 def test_mtls_overlay_encrypts_every_hop_from_mounted_secrets():

@@ -347,11 +347,11 @@ def test_server_flags_and_metrics_exist_from_startup():
     metrics = DiTMetrics()
     text = generate_latest(metrics.registry).decode()
     for name in ("acestep_dit_batch_items", "acestep_dit_vae_batch_items", "acestep_queue_time_seconds"):
-        assert f'{name}_count{{service="dit"}} 0.0' in text
+        assert f'{name}_count{{component="dit"}} 0.0' in text
     metrics.observe_batch(BatchInfo("dit", calls=2, rows=3, seconds=0.1))
     metrics.observe_batch(BatchInfo("vae", calls=2, rows=2, seconds=0.1))
     metrics.admission_waited(0.25)
     text = generate_latest(metrics.registry).decode()
-    assert 'acestep_dit_batch_items_sum{service="dit"} 3.0' in text
-    assert 'acestep_dit_vae_batch_items_sum{service="dit"} 2.0' in text
-    assert 'acestep_queue_time_seconds_sum{service="dit"} 0.25' in text
+    assert 'acestep_dit_batch_items_sum{component="dit"} 3.0' in text
+    assert 'acestep_dit_vae_batch_items_sum{component="dit"} 2.0' in text
+    assert 'acestep_queue_time_seconds_sum{component="dit"} 0.25' in text

@@ -48,13 +48,13 @@ def _refusal(address: str, request: orch_pb2.GenerateMusicRequest) -> grpc.RpcEr
 
 
 def _work_counters(stack) -> dict[tuple[str, str], float]:
-    """Calls per (service, method) and LM tokens, from the stack's real /metrics text."""
+    """Calls per (component, method) and LM tokens, from the stack's real /metrics text."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{stack.stack.metrics_port}/metrics", timeout=5).read().decode()
     counts: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "acestep_requests_total":
-                key = (sample.labels["service"], sample.labels["method"])
+                key = (sample.labels["component"], sample.labels["method"])
                 counts[key] = counts.get(key, 0.0) + sample.value
             elif sample.name == "acestep_lm_generated_tokens_total":
                 counts[("lm", "tokens")] = counts.get(("lm", "tokens"), 0.0) + sample.value

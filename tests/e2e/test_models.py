@@ -105,7 +105,7 @@ def deployment(tmp_path_factory) -> Iterator[Deployment]:
 def _calls(server, method: str, code: str = "OK") -> float:
     registry = server.servicer.metrics.registry
     value = registry.get_sample_value("acestep_requests_total",
-                                      {"service": server.servicer.metrics.service, "method": method, "code": code})
+                                      {"component": server.servicer.metrics.component, "method": method, "code": code})
     return value or 0.0
 
 

@@ -83,15 +83,15 @@ def test_metrics_are_real_prometheus_text(stack):
     families = {f.name: f for f in text_string_to_metric_families(text)}
     generations = {tuple(sorted(s.labels.items())): s.value for s in families["acestep_generations"].samples
                    if s.name == "acestep_generations_total"}
-    assert generations[(("code", "OK"), ("service", "orchestrator"), ("task_type", "text2music"))] >= 1
+    assert generations[(("code", "OK"), ("component", "orchestrator"), ("task_type", "text2music"))] >= 1
     assert "acestep_time_to_first_audio_seconds" in families
-    assert "acestep_real_time_factor" in families
-    # `serve all` exposes every service on one endpoint, told apart by the service label.
-    ready = {s.labels["service"]: s.value for s in families["acestep_model_ready"].samples}
+    assert "acestep_real_time_factor_ratio" in families
+    # `serve all` exposes every service on one endpoint, told apart by the component label.
+    ready = {s.labels["component"]: s.value for s in families["acestep_model_ready"].samples}
     assert ready == {"orchestrator": 1.0, "lm": 1.0, "dit": 1.0}
     assert "acestep_lm_batch_rows" in families and "acestep_dit_batch_items" in families
     assert "acestep_lm_kv_cache_usage_ratio" in families and "acestep_lm_time_to_first_token_seconds" in families
-    queued = {s.labels["service"] for s in families["acestep_queue_time_seconds"].samples}
+    queued = {s.labels["component"] for s in families["acestep_queue_time_seconds"].samples}
     assert queued == {"orchestrator", "lm", "dit"}
 
 

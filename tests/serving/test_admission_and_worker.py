@@ -78,8 +78,8 @@ def test_load_gauges_exist_before_the_first_request():
     from acestep_serving.metrics import ServiceMetrics
 
     text = generate_latest(ServiceMetrics("dit").registry).decode()
-    assert 'acestep_queue_depth{service="dit"} 0.0' in text
-    assert 'acestep_in_flight_requests{service="dit"} 0.0' in text
+    assert 'acestep_queue_depth{component="dit"} 0.0' in text
+    assert 'acestep_in_flight_requests{component="dit"} 0.0' in text
 
 
 async def test_admission_reports_each_requests_queue_time():
