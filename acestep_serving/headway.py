@@ -30,8 +30,10 @@ class Headway:
 
     def see(self, response: object) -> None:
         """Follow a streamed response: its progress message and finished items."""
-        which = getattr(response, "WhichOneof", None)
-        kind = which("event") if which is not None else None
+        descriptor = getattr(response, "DESCRIPTOR", None)
+        if descriptor is None or "event" not in descriptor.oneofs_by_name:  # a message without events
+            return
+        kind = response.WhichOneof("event")  # type: ignore[attr-defined]
         if kind == "progress":
             message = response.progress.message  # type: ignore[attr-defined]
             self.stage = f"at {message}" if message else self.stage

@@ -118,8 +118,8 @@ async def test_list_models_lists_the_adapters_and_requests_use_them(engine):
                 _synthesize(stub, _request(3, adapter=TINY_LOKR, adapter_scale=0.5)),
             )
             assert frames[0] == frames[1] > 0
-            rows = metrics.registry.get_sample_value("acestep_dit_batch_items_sum", {"service": "dit"})
-            forwards = metrics.registry.get_sample_value("acestep_dit_batch_items_count", {"service": "dit"})
+            rows = metrics.registry.get_sample_value("acestep_dit_batch_items_sum", {"component": "dit"})
+            forwards = metrics.registry.get_sample_value("acestep_dit_batch_items_count", {"component": "dit"})
             assert rows > forwards  # some DiT forward carried rows of both requests
 
             listed = (await stub.ListModels(gen_pb2.ListModelsRequest(), timeout=10)).models
