@@ -51,12 +51,8 @@ def read_upload(field: str, path: str, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     if size > max_bytes:
         raise InvalidArgument(field, f"is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB upload limit")
     data = file.read_bytes()
-    try:
-        audio_format = detect_format(data)
-    except InvalidArgument as exc:
-        raise InvalidArgument(field, f"{path} is not a wav, flac or mp3 file") from exc
-    read_header(data, field, source=field == "src_audio")
-    return generation_pb2.AudioInput(data=data, format=_FORMAT_ENUM[audio_format], filename=file.name)
+    read_header(data, field, source=field == "src_audio")  # refuses anything but a wav, flac or mp3 file
+    return generation_pb2.AudioInput(data=data, format=_FORMAT_ENUM[detect_format(data)], filename=file.name)
 
 
 def build_request(

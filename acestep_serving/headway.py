@@ -15,9 +15,6 @@ import grpc
 
 log = logging.getLogger("acestep_serving.calls")
 
-DEADLINE_TOLERANCE_S = 0.1  # a cancellation this close to the deadline is the deadline
-
-
 @dataclass
 class Headway:
     method: str
@@ -61,14 +58,3 @@ class Headway:
         elapsed = time.perf_counter() - self.started
         log.log(level, "%s request_id=%s %s after %.1f s %s", self.method, self.request_id or "-", why, elapsed,
                 self.where())
-
-
-def cancel_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
-    """Why the server cancelled a handler: its deadline passed (DEADLINE_EXCEEDED) or the client went away."""
-    try:
-        remaining = context.time_remaining()
-    except Exception:  # a context without deadline support (tests' fakes)
-        remaining = None
-    if remaining is not None and remaining <= DEADLINE_TOLERANCE_S:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.CANCELLED

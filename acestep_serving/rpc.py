@@ -21,8 +21,8 @@ from acestep_client.errors import InvalidArgument
 from acestep_serving.admission import Admission, Draining
 from acestep_serving.devices import release_accelerator_memory
 from acestep_serving.errors import Unavailable, abort_with, status_for
-from acestep_serving.headway import Headway, cancel_code
-from acestep_serving.metrics import ServiceMetrics
+from acestep_serving.headway import Headway
+from acestep_serving.metrics import ServiceMetrics, interrupted_code
 from acestep_serving.tracing import finish, server_span
 
 T = TypeVar("T")
@@ -139,7 +139,7 @@ async def guarded_stream(
                 finally:
                     await stream.aclose()
         except (asyncio.CancelledError, GeneratorExit):
-            outcome["code"] = grpc.StatusCode.OK if outcome["delivered"] else cancel_code(context)
+            outcome["code"] = grpc.StatusCode.OK if outcome["delivered"] else interrupted_code(context)
             if not outcome["delivered"]:
                 headway.log_stop(outcome["code"])
             raise
@@ -181,7 +181,7 @@ async def guarded_call(
                 headway.stage = "running"
                 return await until_stopped(run(prepared), admission)
         except asyncio.CancelledError:
-            outcome["code"] = cancel_code(context)
+            outcome["code"] = interrupted_code(context)
             headway.log_stop(outcome["code"])
             raise
         except Exception as exc:

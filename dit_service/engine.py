@@ -44,9 +44,9 @@ from .tasks import (
     TURBO_TASK_TYPES,
     TaskPlan,
     build_task_plan,
+    padded_span,
     parse_audio_codes,
     prepare_reference_audio,
-    repaint_window,
     task_instruction,
     validate_codes,
 )
@@ -363,14 +363,13 @@ class DiTEngine:
         check_repainting(req.repainting_start, end)
         fps = self.sample_rate / self.hop
         if req.src_latents is not None:
-            seconds = req.src_latents.shape[0] / fps
-            _, _, left, right = repaint_window(req, seconds)
-            frames = round(left * fps) + req.src_latents.shape[0] + round(right * fps)
+            length = req.src_latents.shape[0]
+            span = padded_span(req, length, fps)
+            seconds, frames = length / fps, span.left + length + span.right
         elif req.src_audio is not None:
-            seconds = req.src_audio.shape[-1] / self.sample_rate
-            _, _, left, right = repaint_window(req, seconds)
-            samples = round(left * self.sample_rate) + req.src_audio.shape[-1] + round(right * self.sample_rate)
-            frames = samples // self.hop
+            length = req.src_audio.shape[-1]
+            span = padded_span(req, length, self.sample_rate)
+            seconds, frames = length / self.sample_rate, (span.left + length + span.right) // self.hop
         else:
             return
         if frames > self.max_latent_frames:

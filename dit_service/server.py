@@ -17,7 +17,7 @@ import torch
 
 from acestep_client import constants as c
 from acestep_client.audio_io import to_model_audio
-from acestep_client.audio_uploads import decode_upload, read_header
+from acestep_client.audio_uploads import decode_upload
 from acestep_client.convert import check_enum, params_from_proto
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import dit_pb2, dit_pb2_grpc
@@ -270,10 +270,10 @@ class DiffusionServicer(dit_pb2_grpc.DiffusionServiceServicer):
             source = upload["purpose"] != dit_pb2.ENCODE_PURPOSE_REFERENCE
             payload = bytes(data)
             del data
-            read_header(payload, "data", source=source)  # length, rate, channels: refused before decoding it
             headway.stage = f"while decoding {len(payload)} bytes of audio"
             # Decoding and resampling a long upload takes seconds: on the event loop it would stall every call,
-            # health checks included. Bounded (decode_waveform): it stops past 600 s whatever the header said.
+            # health checks included. decode_waveform checks the header first (length, rate, channels) and
+            # stops past 600 s whatever the header said.
             return await run_in_thread(
                 lambda should_stop: decode_waveform(payload, "data", source=source), self.audio_executor
             )

@@ -118,6 +118,25 @@ def repaint_window(req, duration: float) -> tuple[float, float, float, float]:
     return start, end, max(-start, 0.0), max(end - duration, 0.0)
 
 
+@dataclass(frozen=True)
+class PaddedSpan:
+    """A repaint/lego span over its source: the silence outpainting adds before and after the source (whole units
+    of the source: samples or latent frames) and the span in seconds on that padded time axis."""
+
+    left: int
+    right: int
+    start: float
+    end: float
+
+
+def padded_span(req, length: int, rate: float) -> PaddedSpan:
+    """The :class:`PaddedSpan` of ``req`` over a source ``length`` units long at ``rate`` units per second."""
+    start, end, left, right = repaint_window(req, length / rate)
+    left_units, right_units = round(left * rate), round(right * rate)
+    shift = left_units / rate
+    return PaddedSpan(left_units, right_units, start + shift, end + shift)
+
+
 def _source_latents(req, task: str, encode: EncodeFn, silence: torch.Tensor, sample_rate: int, hop: int):
     """The source as latents [T, C] and, for repaint/lego, the region in (padded) seconds.
 
@@ -130,22 +149,18 @@ def _source_latents(req, task: str, encode: EncodeFn, silence: torch.Tensor, sam
         wav = req.src_audio.float().clamp(-1.0, 1.0)
         region = None
         if task in ("repaint", "lego"):
-            start, end, left, right = repaint_window(req, wav.shape[-1] / sample_rate)
-            left_pad, right_pad = round(left * sample_rate), round(right * sample_rate)
-            if left_pad or right_pad:
-                wav = torch.nn.functional.pad(wav, (left_pad, right_pad))
-            region = (start + left_pad / sample_rate, end + left_pad / sample_rate)
+            span = padded_span(req, wav.shape[-1], sample_rate)
+            if span.left or span.right:
+                wav = torch.nn.functional.pad(wav, (span.left, span.right))
+            region = (span.start, span.end)
         return encode(wav), region
     latents = latents.to(silence.device, silence.dtype)
     if task not in ("repaint", "lego"):
         return latents, None
-    frames_per_second = sample_rate / hop
-    start, end, left, right = repaint_window(req, latents.shape[0] / frames_per_second)
-    left_frames, right_frames = round(left * frames_per_second), round(right * frames_per_second)
-    if left_frames or right_frames:
-        latents = torch.cat([silence[:left_frames], latents, silence[:right_frames]], dim=0)
-    shift = left_frames / frames_per_second
-    return latents, (start + shift, end + shift)
+    span = padded_span(req, latents.shape[0], sample_rate / hop)
+    if span.left or span.right:
+        latents = torch.cat([silence[: span.left], latents, silence[: span.right]], dim=0)
+    return latents, (span.start, span.end)
 
 
 def build_task_plan(

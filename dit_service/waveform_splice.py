@@ -7,7 +7,7 @@ inside the span [int(start·48000), int(end·48000)), 0 outside, and over ``cros
 edge (over the source side) it ramps ``linspace(0, 1, n + 2)[1:-1]`` up before the span and
 ``linspace(1, 0, n + 2)[1:-1]`` down after it (cut short at the signal's ends); the output is
 w·decoded + (1 − w)·source. Span and source are on the padded time axis: outpainting (repainting_start < 0,
-repainting_end past the end) pads the source with silence, as the latents were (tasks.py ``repaint_window``).
+repainting_end past the end) pads the source with silence, as the latents were (tasks.py ``padded_span``).
 
 Differs on purpose:
 - the crossfade is repaint_wav_crossfade_sec as requested (round(seconds·48000) samples; 0 = a hard cut).
@@ -27,7 +27,7 @@ import torch
 
 from acestep_client.errors import InvalidArgument
 
-from .tasks import repaint_window
+from .tasks import padded_span
 
 
 @dataclass(frozen=True)
@@ -90,17 +90,13 @@ def repaint_splice(req, sample_rate: int, hop: int) -> WaveformSplice | None:
     if not torch.isfinite(wav).all():
         raise InvalidArgument("src_waveform", "allowed finite samples, got NaN/inf")
     wav = wav.detach().float().cpu().clamp(-1.0, 1.0)  # as the model's source is (tasks.py, upstream)
-    if req.src_latents is not None:  # the plan padded latent frames
-        frames_per_second = sample_rate / hop
-        start, end, left, right = repaint_window(req, req.src_latents.shape[0] / frames_per_second)
-        left_frames = round(left * frames_per_second)
-        left_pad, right_pad = left_frames * hop, round(right * frames_per_second) * hop
-        shift = left_frames / frames_per_second
+    if req.src_latents is not None:  # the plan padded whole latent frames
+        span = padded_span(req, req.src_latents.shape[0], sample_rate / hop)
+        left_pad, right_pad = span.left * hop, span.right * hop
     else:  # the plan padded the waveform
-        start, end, left, right = repaint_window(req, wav.shape[-1] / sample_rate)
-        left_pad, right_pad = round(left * sample_rate), round(right * sample_rate)
-        shift = left_pad / sample_rate
+        span = padded_span(req, wav.shape[-1], sample_rate)
+        left_pad, right_pad = span.left, span.right
     if left_pad or right_pad:
         wav = torch.nn.functional.pad(wav, (left_pad, right_pad))
     crossfade = round(req.edit.repaint_wav_crossfade_sec * sample_rate)
-    return WaveformSplice(wav, int((start + shift) * sample_rate), int((end + shift) * sample_rate), crossfade)
+    return WaveformSplice(wav, int(span.start * sample_rate), int(span.end * sample_rate), crossfade)

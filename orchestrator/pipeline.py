@@ -24,7 +24,7 @@ import grpc
 from acestep_client import constants as c
 from acestep_client.audio_io import detect_format
 from acestep_client.convert import config_from_proto, params_from_proto, params_to_proto
-from acestep_client.errors import FailedPrecondition, InvalidArgument
+from acestep_client.errors import FailedPrecondition
 from acestep_client.keys import audio_key
 from acestep_client.proto.acestep.v1 import dit_pb2, lm_pb2, orchestrator_pb2
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
@@ -143,18 +143,14 @@ def prepare_generation(request: orchestrator_pb2.GenerateMusicRequest, backends:
             "and use_cot_metas=False (or give audio_codes), or configure --lm"
         )
     # Headers checked (length, rate, channels) before anything is encoded: acestep_client/audio_uploads.py.
-    src_bytes = (read_upload(request.src_audio, "src_audio", params.src_audio, backends.audio_root,
-                             backends.max_message_bytes) if params.src_audio else None)
-    ref_bytes = (read_upload(request.reference_audio, "reference_audio", params.reference_audio, backends.audio_root,
-                             backends.max_message_bytes) if params.reference_audio else None)
-    for name, data in (("src_audio", src_bytes), ("reference_audio", ref_bytes)):
-        if data is not None:  # not wav, flac or mp3: refused now rather than after the queue
-            try:
-                detect_format(data)
-            except InvalidArgument as exc:
-                raise InvalidArgument(name, str(exc).removeprefix("audio: ")) from None
-    if src_bytes is not None:
-        check_repaint_length(params, src_bytes)
+    src_bytes = ref_bytes = None
+    if params.src_audio:
+        src_bytes, header = read_upload(request.src_audio, "src_audio", params.src_audio, backends.audio_root,
+                                        backends.max_message_bytes)
+        check_repaint_length(params, header)
+    if params.reference_audio:
+        ref_bytes, _ = read_upload(request.reference_audio, "reference_audio", params.reference_audio,
+                                   backends.audio_root, backends.max_message_bytes)
     seeds = resolve_seeds(params, config)
     notices = Notices()
     notices.add(*seed_warnings(config))

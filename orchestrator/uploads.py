@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from acestep_client.audio_uploads import read_header
+from acestep_client.audio_uploads import AudioHeader, read_header
 from acestep_client.convert import check_enum
 from acestep_client.errors import InvalidArgument
 from acestep_client.proto.acestep.v1 import generation_pb2 as gen_pb2
@@ -38,18 +38,17 @@ def name_uploads(request: orchestrator_pb2.GenerateMusicRequest, params: Generat
 
 
 def read_upload(upload: gen_pb2.AudioInput, field: str, named: str, root: Path | None,
-                max_bytes: int | None = None) -> bytes:
-    """The bytes of the file params name ``named``: inline, or a server path under ``root``; its header checked."""
+                max_bytes: int | None = None) -> tuple[bytes, AudioHeader]:
+    """The bytes of the file params name ``named`` (inline, or a server path under ``root``) and its checked
+    header (a wav, flac or mp3 file within the upload bounds)."""
     data = _upload_bytes(upload, field, named, root, max_bytes)
-    read_header(data, field, source=field == "src_audio")
-    return data
+    return data, read_header(data, field, source=field == "src_audio")
 
 
-def check_repaint_length(params: GenerationParams, src: bytes) -> None:
+def check_repaint_length(params: GenerationParams, header: AudioHeader) -> None:
     """repaint/lego: the source with the silence its span adds is at most 600 s (the length its header declares)."""
     if params.task_type not in ("repaint", "lego"):
         return
-    header = read_header(src, "src_audio", source=True)
     if header.frames is not None:
         check_repainting(params.repainting_start, params.repainting_end, header.frames / header.sample_rate)
 
